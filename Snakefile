@@ -1,0 +1,23 @@
+"""brainage: brain age from resting-state fMRI, from fMRIPrep-format inputs to a report."""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/extract.smk"
+include: "rules/dataset.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    """The report, and through it every stage."""
+    input:
+        "results/report.html",

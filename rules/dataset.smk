@@ -1,0 +1,47 @@
+"""The participants manifest, the analysed cohort, the exclusions and one folds table for all models."""
+
+
+rule participants_manifest:
+    """Normalise participants.tsv into the manifest; record rows that cannot be used."""
+    input:
+        PARTICIPANTS,
+    output:
+        manifest="results/participants.tsv",
+        exclusions="results/participants_exclusions.tsv",
+    params:
+        dataset=config["inputs"]["dataset"],
+        bold=BOLD,
+        code=code_hash("participants"),
+    log:
+        "logs/participants_manifest.log",
+    conda:
+        "../envs/brainage.yaml"
+    shell:
+        "python -m brainage.participants manifest --participants {input:q}"
+        " --dataset {params.dataset:q} --bold-template {params.bold:q}"
+        " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
+
+
+rule dataset_build:
+    """Join the manifest with extraction QC; write the cohort, the folds and every exclusion."""
+    input:
+        manifest=rules.participants_manifest.output.manifest,
+        exclusions=rules.participants_manifest.output.exclusions,
+        qc=subject_outputs("qc"),
+    output:
+        cohort="results/dataset/cohort.parquet",
+        splits="results/dataset/splits.tsv",
+        exclusions="results/dataset/exclusions.tsv",
+    params:
+        cfg=config_json("dataset"),
+        seed=config["seed"],
+        code=code_hash("dataset", "splits"),
+    log:
+        "logs/dataset_build.log",
+    conda:
+        "../envs/brainage.yaml"
+    shell:
+        "python -m brainage.dataset build --manifest {input.manifest:q}"
+        " --participant-exclusions {input.exclusions:q} --qc {input.qc:q}"
+        " --params {params.cfg:q} --seed {params.seed} --cohort-out {output.cohort:q}"
+        " --splits-out {output.splits:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"

@@ -1,0 +1,21 @@
+"""Evaluation: age-bias correction fitted on training folds only, and the metrics table."""
+
+
+rule evaluate:
+    """Gather every model's test-fold predictions; correct age bias; compute MAE, RMSE, r, R²."""
+    input:
+        model_outputs("predictions.parquet"),
+    output:
+        predictions="results/evaluate/predictions.parquet",
+        metrics="results/evaluate/metrics.tsv",
+    params:
+        cfg=config_json("evaluate"),
+        code=code_hash("evaluate"),
+    log:
+        "logs/evaluate.log",
+    conda:
+        "../envs/brainage.yaml"
+    shell:
+        "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q}"
+        " --predictions-out {output.predictions:q} --metrics-out {output.metrics:q}"
+        " > {log:q} 2>&1"

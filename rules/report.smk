@@ -1,0 +1,26 @@
+"""The report: figures, metrics, QC and exclusions, and a methods paragraph from the parameters."""
+
+
+rule report:
+    """Write results/report.html from the evaluation, the cohort, the exclusions and the model cards."""
+    input:
+        manifest=rules.participants_manifest.output.manifest,
+        cohort=rules.dataset_build.output.cohort,
+        exclusions=rules.dataset_build.output.exclusions,
+        metrics=rules.evaluate.output.metrics,
+        predictions=rules.evaluate.output.predictions,
+        cards=model_outputs("card.json"),
+    output:
+        "results/report.html",
+    params:
+        cfg=json.dumps(config, sort_keys=True),
+        code=code_hash("report"),
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/brainage.yaml"
+    shell:
+        "python -m brainage.report build --config {params.cfg:q} --manifest {input.manifest:q}"
+        " --cohort {input.cohort:q} --exclusions {input.exclusions:q}"
+        " --metrics {input.metrics:q} --predictions {input.predictions:q}"
+        " --cards {input.cards:q} --out {output:q} > {log:q} 2>&1"

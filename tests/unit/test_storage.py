@@ -1,0 +1,113 @@
+"""brainage.storage: round trips, metadata, atomic writes and format errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from brainage import __version__, storage
+
+
+def test_timeseries_round_trip_is_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((37, 5)).astype(np.float32)
+    labels = [f"roi_{i:03d}" for i in range(1, 6)]
+    path = tmp_path / "s.parquet"
+    storage.write_timeseries(path, data, labels, participant_id="sub-01", provenance={"params": {"a": 1}})
+    ts = storage.read_timeseries(path)
+    assert ts.participant_id == "sub-01"
+    assert ts.labels == labels
+    assert ts.data.dtype == np.float32
+    np.testing.assert_array_equal(ts.data, data)
+    assert ts.metadata["params"] == {"a": 1}
+    assert ts.metadata["schema_version"] == storage.SCHEMA_VERSION
+    assert ts.metadata["package_version"] == __version__
+    # ROI series are float32 on disk, one column per region.
+    schema = pq.read_schema(path)
+    assert schema.field("roi_003").type == pa.float32()
+
+
+def test_volumes_round_trip_float16_with_mask_stored_once(tmp_path):
+    rng = np.random.default_rng(1)
+    mask = np.zeros((6, 7, 5), dtype=bool)
+    mask[1:5, 2:6, 1:4] = True
+    frames = rng.standard_normal((11, 6, 7, 5)).astype(np.float32)
+    affine = np.diag([8.0, 8.0, 8.0, 1.0])
+    path = tmp_path / "v.parquet"
+    storage.write_volumes(path, frames, mask, affine, participant_id="sub-02")
+    vol = storage.read_volumes(path)
+    assert vol.data.dtype == np.float16
+    assert vol.data.shape == (11, int(mask.sum()))
+    np.testing.assert_array_equal(vol.mask, mask)
+    np.testing.assert_array_equal(vol.affine, affine)
+    np.testing.assert_array_equal(vol.data, frames[:, mask].astype(np.float16))
+    grid = vol.to_grid()
+    assert grid.shape == frames.shape
+    assert np.all(grid[:, ~mask] == 0)
+    # Only in-mask voxels are stored, compressed with zstd.
+    meta = pq.ParquetFile(path).metadata
+    assert meta.row_group(0).column(1).compression == "ZSTD"
+
+
+def test_empty_outputs_for_excluded_subjects_read_back(tmp_path):
+    storage.write_timeseries(tmp_path / "s.parquet", np.zeros((0, 3)), ["a", "b", "c"], participant_id="x")
+    assert storage.read_timeseries(tmp_path / "s.parquet").data.shape == (0, 3)
+    storage.write_volumes(tmp_path / "v.parquet", np.zeros((0, 1)), np.ones((1, 1, 1), bool), np.eye(4), participant_id="x")
+    assert storage.read_volumes(tmp_path / "v.parquet").data.shape == (0, 1)
+
+
+def test_table_round_trip_and_kind_check(tmp_path):
+    df = pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "age": [10.5, 70.25]})
+    storage.write_table(tmp_path / "t.parquet", df, kind="cohort", provenance={"seed": 3})
+    back = storage.read_table(tmp_path / "t.parquet", kind="cohort")
+    pd.testing.assert_frame_equal(back, df)
+    assert back.attrs["brainage"]["seed"] == 3
+    with pytest.raises(ValueError, match="holds 'cohort', expected 'predictions'"):
+        storage.read_table(tmp_path / "t.parquet", kind="predictions")
+
+
+def test_foreign_and_old_files_are_rejected(tmp_path):
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
+    with pytest.raises(ValueError, match="foreign.parquet: not a brainage Parquet file"):
+        storage.read_metadata(tmp_path / "foreign.parquet")
+    table = pa.table({"x": [1]}).replace_schema_metadata(
+        {b"brainage": json.dumps({"schema_version": "0", "kind": "cohort"}).encode()}
+    )
+    pq.write_table(table, tmp_path / "old.parquet")
+    with pytest.raises(ValueError, match="schema version '0'.*rerun the stage"):
+        storage.read_metadata(tmp_path / "old.parquet")
+
+
+def test_shape_errors_name_the_mismatch(tmp_path):
+    with pytest.raises(ValueError, match="does not match 3 labels"):
+        storage.write_timeseries(tmp_path / "s.parquet", np.zeros((4, 2)), ["a", "b", "c"], participant_id="x")
+    with pytest.raises(ValueError, match="does not match mask"):
+        storage.write_volumes(tmp_path / "v.parquet", np.zeros((2, 3, 3, 3)), np.ones((2, 2, 2), bool), np.eye(4), participant_id="x")
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "out.json"
+    storage.write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with storage.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert storage.read_json(target) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_temp_name_keeps_the_suffix(tmp_path):
+    with storage.atomic_path(tmp_path / "img.nii.gz") as tmp:
+        assert tmp.name.endswith("img.nii.gz")
+        assert tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "img.nii.gz").read_bytes() == b"x"
+
+
+def test_tsv_uses_bids_missing_values(tmp_path):
+    storage.write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1.0, None]}))
+    assert (tmp_path / "t.tsv").read_text() == "a\n1.0\nn/a\n"

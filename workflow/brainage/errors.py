@@ -1,0 +1,13 @@
+"""Exceptions that carry a clear, user-facing reason."""
+
+
+class InputDataError(ValueError):
+    """Bad input data: the message names the file and what was wrong with it.
+
+    Stages catch it per subject, record the subject as excluded (subject, stage, reason)
+    and let every other subject finish.
+    """
+
+
+class ConfigError(ValueError):
+    """A parameter value that the schema cannot express a constraint for."""

@@ -1,0 +1,37 @@
+"""The only module that knows on-disk formats: Parquet columns, dtypes, metadata keys, atomic writes.
+
+Every file brainage writes goes through here, so the format has one owner and one
+``SCHEMA_VERSION``. Parquet files carry a JSON provenance record under the metadata key
+``brainage`` (package version, schema version, kind, participant, parameters, sources).
+"""
+
+from brainage.storage._atomic import atomic_path, write_json, read_json, write_tsv
+from brainage.storage._parquet import (
+    SCHEMA_VERSION,
+    TimeSeries,
+    Volumes,
+    read_metadata,
+    read_table,
+    read_timeseries,
+    read_volumes,
+    write_table,
+    write_timeseries,
+    write_volumes,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TimeSeries",
+    "Volumes",
+    "atomic_path",
+    "read_json",
+    "read_metadata",
+    "read_table",
+    "read_timeseries",
+    "read_volumes",
+    "write_json",
+    "write_table",
+    "write_timeseries",
+    "write_tsv",
+    "write_volumes",
+]

@@ -1,0 +1,65 @@
+"""Atomic writes (temporary file in the same folder, then rename) and small JSON/TSV files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A reader never sees a half-written file: either the old file (or none) or the
+    complete new one. On an exception the temporary file is removed.
+
+    Examples
+    --------
+    >>> with atomic_path("out.parquet") as tmp:  # doctest: +SKIP
+    ...     table.to_parquet(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real name (and so its suffixes, e.g. .nii.gz) at the end: writers such as
+    # nibabel choose the format and compression from the extension.
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(Path(path).read_text())
+
+
+def write_tsv(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Write a table as tab-separated text (missing values as ``n/a``, BIDS style), atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+
+
+def _json_default(obj: object) -> object:
+    # numpy scalars and paths appear in QC records and cards; store them as plain values.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
