@@ -111,3 +111,14 @@ def test_atomic_temp_name_keeps_the_suffix(tmp_path):
 def test_tsv_uses_bids_missing_values(tmp_path):
     storage.write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1.0, None]}))
     assert (tmp_path / "t.tsv").read_text() == "a\n1.0\nn/a\n"
+
+
+def test_atomic_output_gets_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        storage.write_json(tmp_path / "r.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644

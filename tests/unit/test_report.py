@@ -1,0 +1,362 @@
+"""brainage.report: the self-contained HTML page, its tables, figures and parameter-driven methods text."""
+
+import base64
+import copy
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from brainage import __version__, storage
+from brainage.errors import ConfigError, InputDataError
+from brainage.report import build_report
+from brainage.report.__main__ import main
+from brainage.report.figures import model_figures, panel_titles, site_colours
+from brainage.report.methods import methods_paragraphs
+from brainage.report.page import summary_text
+from brainage.report.tables import NO_EXCLUSION, exclusions_table, metrics_table, qc_table
+
+REPO = Path(__file__).resolve().parents[2]
+IDS = [f"sub-{i:03d}" for i in range(1, 9)]  # 8 listed; sub-007 and sub-008 are excluded
+AGES = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+EXCLUDED = [("sub-007", "extract", "3 of 100 frames left after censoring (FD > 0.5 mm), need 40"),
+            ("sub-008", "participants", "no preprocessed BOLD: <derivatives>/sub-008_bold.nii.gz")]
+METRICS = pd.DataFrame({
+    "model": ["dummy", "connectome_ridge"], "n": [6, 6], "mae": [14.5, 4.2049], "rmse": [17.0781, 5.0],
+    "r": [float("nan"), 0.98765], "r2": [-0.02, 0.91234], "mae_over_sd": [0.775, 0.22476],
+    "mae_corrected": [14.5, 3.9], "r_corrected": [float("nan"), 0.98765], "delta_mae_vs_dummy": [0.0, -10.2951],
+})
+
+
+def resolved_config():
+    """The repository's default config (what the schema resolves when nothing is overridden)."""
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def write_inputs(tmp_path, *, sites=("siteA", "siteB"), exclusions=EXCLUDED, metrics=METRICS):
+    """Write a tiny consistent set of report inputs with brainage.storage; return the path arguments."""
+    site_of = {pid: sites[i % len(sites)] for i, pid in enumerate(IDS)}
+    manifest = pd.DataFrame({"participant_id": IDS, "dataset": "demo", "site": [site_of[p] for p in IDS],
+                             "age": AGES + [70.0, float("nan")], "sex": ["F", "M"] * 4})
+    storage.write_tsv(tmp_path / "participants.tsv", manifest)
+    cohort = manifest.iloc[:6].assign(n_timepoints=100, n_frames_kept=[95, 90, 80, 100, 70, 85],
+                                      mean_fd=[0.1234, 0.2, 0.15, 0.05, 0.3, 0.25])
+    storage.write_table(tmp_path / "cohort.parquet", cohort, kind="cohort")
+    storage.write_tsv(tmp_path / "exclusions.tsv",
+                      pd.DataFrame(list(exclusions), columns=["participant_id", "stage", "reason"]))
+    storage.write_tsv(tmp_path / "metrics.tsv", metrics)
+    preds = pd.concat([
+        pd.DataFrame({"participant_id": IDS[:6], "model": model, "fold": [0, 0, 1, 1, 2, 2], "age": AGES,
+                      "predicted_age": pred, "predicted_age_corrected": corr})
+        for model, pred, corr in [("dummy", [35.0] * 6, [35.0] * 6),
+                                  ("connectome_ridge", [15, 22, 31, 37, 45, 52], [12, 20, 30, 39, 48, 57])]
+    ])
+    storage.write_table(tmp_path / "predictions.parquet", preds, kind="evaluated_predictions")
+    cards = []
+    for model in metrics["model"]:
+        for fold in (0, 1):
+            path = tmp_path / f"model-{model}" / f"fold-{fold}" / "card.json"
+            storage.write_json(path, {
+                "model": model, "fold": fold, "device": "cpu", "epochs_run": 3 + fold, "train_seconds": 1.5,
+                "versions": {"brainage": __version__, "torch": "2.13.0", "numpy": f"2.4.{5 + fold}"},
+            })
+            cards.append(path)
+    return {"manifest": tmp_path / "participants.tsv", "cohort": tmp_path / "cohort.parquet",
+            "exclusions": tmp_path / "exclusions.tsv", "metrics": tmp_path / "metrics.tsv",
+            "predictions": tmp_path / "predictions.parquet", "cards": cards}
+
+
+def build(tmp_path, config=None, **kwargs):
+    paths = write_inputs(tmp_path, **kwargs)
+    out = tmp_path / "results" / "report.html"
+    build_report(config or resolved_config(), out=out, **paths)
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def inputs_once(tmp_path_factory):
+    """One set of inputs shared by the tests that only read them."""
+    return write_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture(scope="module")
+def methods_text(inputs_once):
+    """The methods text for a config, with the shared cohort and no model card."""
+    cohort = storage.read_table(inputs_once["cohort"])
+    def text(config):
+        return " ".join(" ".join([p, *items]) for _, p, items in methods_paragraphs(config, cohort, [], 8))
+
+    return text
+
+
+def test_report_is_one_self_contained_file(tmp_path):
+    html = build(tmp_path)
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html and "<link" not in html
+    targets = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", html)
+    assert len(targets) == 2 and all(t.startswith("data:image/png;base64,") for t in targets)
+    assert "url(" not in html and "@import" not in html  # nor from the inline style
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["report.html"]  # no temporary file left
+    assert f"brainage {__version__}" in html
+    # One embedded PNG per model, in the metrics order.
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html)
+    assert [alt for _, alt in images] == ["Predicted versus true age, dummy",
+                                          "Predicted versus true age, connectome_ridge"]
+    assert all(base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n") for png, _ in images)
+
+
+def test_summary_counts_subjects_and_compares_best_model_with_dummy(tmp_path):
+    html = build(tmp_path)
+    assert "8 subjects were listed in the manifest, 6 were analysed and 2 were excluded." in html
+    assert ("The best model was connectome_ridge, with a mean absolute error of 4.20 years against 14.50 years"
+            in html)
+    assert "(difference -10.30 years)" in html
+
+
+def test_summary_without_dummy_and_with_dummy_only():
+    one = pd.DataFrame({"participant_id": ["sub-1"]})
+    no_exclusion = pd.DataFrame(columns=["participant_id", "stage", "reason"])
+    assert "no dummy baseline was evaluated" in summary_text(one, one, no_exclusion, METRICS.iloc[1:])
+    assert "Only the dummy baseline was evaluated (MAE 14.50 years)." in summary_text(
+        one, one, no_exclusion, METRICS.iloc[:1])
+    assert "No model was evaluated." in summary_text(one, one, no_exclusion, METRICS.iloc[:0])
+    assert "1 were analysed and 0 were excluded." in summary_text(one, one, no_exclusion, METRICS)
+
+
+def test_metrics_table_shows_every_column_rounded():
+    table = metrics_table(METRICS)
+    headers = re.findall(r"<th>([^<]*)</th>", table)
+    assert headers == list(METRICS.columns)
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert cells[:10] == ["dummy", "6", "14.50", "17.08", "n/a", "-0.020", "0.775", "14.50", "n/a", "0.00"]
+    assert cells[10:] == ["connectome_ridge", "6", "4.20", "5.00", "0.988", "0.912", "0.225", "3.90", "0.988",
+                          "-10.30"]
+
+
+def test_report_contains_metrics_values(tmp_path):
+    html = build(tmp_path)
+    for value in ["4.20", "0.988", "0.912", "-10.30", "17.08"]:
+        assert f"<td>{value}</td>" in html
+
+
+def test_each_excluded_subject_is_listed_with_its_reason(tmp_path):
+    html = build(tmp_path)
+    assert "<h2>Excluded subjects (2)</h2>" in html
+    for pid, stage, reason in EXCLUDED:
+        row = re.search(rf"<td>{pid}</td>\s*<td>{stage}</td>\s*<td>([^<]*)</td>", html)
+        assert row is not None and row.group(1) == reason.replace("<", "&lt;").replace(">", "&gt;")
+    assert NO_EXCLUSION not in html
+
+
+def test_no_exclusion_says_so(tmp_path):
+    html = build(tmp_path, exclusions=[])
+    assert "<h2>Excluded subjects (0)</h2>" in html
+    assert f'<p class="none">{NO_EXCLUSION}</p>' in html
+    assert exclusions_table(pd.DataFrame(columns=["participant_id", "stage", "reason"])).endswith(
+        f"{NO_EXCLUSION}</p>")
+
+
+def test_qc_table_rows_and_collapse():
+    cohort = pd.DataFrame({"participant_id": ["sub-2", "sub-1"], "site": ["B", "A"], "age": [30.04, 12.36],
+                           "n_frames_kept": [95, 60], "n_timepoints": [100, 100], "mean_fd": [0.1234, None]})
+    table = qc_table(cohort)
+    assert table.startswith("<details open><summary>Per-subject QC of the 2 analysed subjects</summary>")
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert cells == ["sub-1", "A", "12.4", "60 / 100", "n/a", "sub-2", "B", "30.0", "95 / 100", "0.123"]
+    long = pd.concat([cohort] * 13, ignore_index=True)  # 26 rows: starts collapsed
+    assert qc_table(long).startswith("<details><summary>Per-subject QC of the 26 analysed subjects")
+
+
+def test_html_from_data_is_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    html = build(tmp_path, sites=(evil, "siteB"))
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # in the QC table and the methods text
+
+
+def test_panel_titles_carry_mae_and_r():
+    assert panel_titles(METRICS.iloc[1]) == ("raw: MAE 4.20 y, r 0.99", "bias-corrected: MAE 3.90 y, r 0.99")
+    assert panel_titles(METRICS.iloc[0]) == ("raw: MAE 14.50 y, r n/a", "bias-corrected: MAE 14.50 y, r n/a")
+
+
+def test_figures_one_per_model_deterministic_and_site_colours_stable(inputs_once):
+    preds = storage.read_table(inputs_once["predictions"])
+    cohort = storage.read_table(inputs_once["cohort"])
+    first = model_figures(preds, cohort, METRICS)
+    assert list(first) == ["dummy", "connectome_ridge"]
+    assert model_figures(preds, cohort, METRICS) == first  # byte-identical PNGs
+    shifted = preds.assign(predicted_age_corrected=preds["predicted_age_corrected"] + 3.0)
+    assert model_figures(shifted, cohort, METRICS)["connectome_ridge"] != first["connectome_ridge"]
+    colours = site_colours(["b", "a", "b", "c"])
+    assert list(colours) == ["a", "b", "c"] and len(set(colours.values())) == 3
+    assert site_colours(["c", "a", "b"]) == colours
+
+
+def test_methods_describe_the_default_run(methods_text):
+    text = methods_text(resolved_config())
+    for expected in [
+        "embedded synthetic demo cohort", "60 subjects generated over the sites siteA, siteB",
+        "Of the 8 subjects listed in the manifest, 6 were analysed, from 2 sites (siteA, siteB)",
+        "aged 10.0 to 60.0 years (mean 35.0, SD 18.7; sex F 3, M 3)",
+        "strategy: motion, wm_csf, high_pass, scrub", "'full' expansion (24 regressors",
+        "'basic' expansion (2 regressors", "framewise displacement above 0.5 mm", "standardised DVARS above 3 ",
+        "shorter than 5 frames", "fewer than 40 frames", "band-pass filtering between 0.01 and 0.1 Hz",
+        "linear detrending", "z-scored (sample standard deviation)", "100-region atlas made by k-means",
+        "block-averaged to 8 mm voxels from the 4 mm BOLD grid", "5-fold cross-validation stratified by age",
+        "seed 42", "training subjects only", "RidgeCV among 0.1, 1, 10, 100, 1000, 10000",
+    ]:
+        assert expected in text, expected
+
+
+def _set(config, dotted, value):
+    node = config
+    *parents, key = dotted.split(".")
+    for parent in parents:
+        node = node[parent]
+    node[key] = value
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("extract.fd_threshold", 0.3, "framewise displacement above 0.3 mm"),
+    ("extract.std_dvars_threshold", 1.5, "standardised DVARS above 1.5"),
+    ("extract.scrub_min_segment", 7, "shorter than 7 frames"),
+    ("extract.strategy", ["motion", "global_signal"], "No frames were censored"),
+    ("extract.motion", "derivatives", "'derivatives' expansion (12 regressors"),
+    ("extract.wm_csf", "full", "'full' expansion (8 regressors"),
+    ("extract.high_pass", None, "low-pass filtering at 0.1 Hz"),
+    ("extract.low_pass", None, "high-pass filtering at 0.01 Hz"),
+    ("extract.detrend", False, "no detrending"),
+    ("extract.standardize", False, "region series were not standardised"),
+    ("extract.min_frames", 60, "fewer than 60 frames"),
+    ("extract.volume_voxel_size", 12, "block-averaged to 12 mm voxels"),
+    ("atlas.n_regions", 200, "200-region atlas"),
+    ("atlas.name", "file", "the label image None"),
+    ("dataset.n_folds", 3, "3-fold cross-validation"),
+    ("dataset.group_by_site", True, "grouped by site"),
+    ("evaluate.bias_correction", False, "No age-bias correction was applied"),
+    ("seed", 7, "single workflow seed 7"),
+    ("inputs.source", "fmriprep", "The data were fMRIPrep derivatives of the demo dataset"),
+    ("demo.n_subjects", 12, "12 subjects generated"),
+    ("demo.tr", 0.8, "repetition time of 0.8 s"),
+])
+def test_each_parameter_changes_the_methods_text(methods_text, key, value, expected):
+    config = resolved_config()
+    before = methods_text(config)
+    _set(config, key, value)
+    after = methods_text(config)
+    assert after != before
+    assert expected in after and expected not in before
+
+
+def test_file_atlas_is_named(methods_text):
+    config = resolved_config()
+    config["atlas"].update(name="file", path="resources/atlases/CC200.nii.gz")
+    assert "the label image resources/atlases/CC200.nii.gz" in methods_text(config)
+
+
+def test_fmriprep_source_names_its_folder_and_participants(methods_text):
+    config = resolved_config()
+    config["inputs"].update(source="fmriprep", dataset="abide", derivatives="/data/abide/fmriprep",
+                            participants="/data/abide/participants.tsv", res="2")
+    text = methods_text(config)
+    assert ("fMRIPrep derivatives of the abide dataset (/data/abide/fmriprep; task-rest, "
+            "space-MNI152NLin2009cAsym, res-2), with age, sex and site from /data/abide/participants.tsv.") in text
+    assert "from the res-2 BOLD grid" in text and "synthetic" not in text
+
+
+def test_every_model_parameter_changes_the_methods_text(methods_text):
+    config = resolved_config()
+    before = methods_text(config)
+    for model, params in config["models"].items():
+        for key, value in params.items():
+            changed = copy.deepcopy(config)
+            new = (not value if isinstance(value, bool) else [*value, 3] if isinstance(value, list)
+                   else "tangent" if key == "kind" else "lstm" if key == "rnn" else value * 3)
+            changed["models"][model][key] = new
+            assert methods_text(changed) != before, f"{model}.{key}"
+    del config["models"]["cnn_rnn"]
+    assert "cnn_rnn" not in methods_text(config) and "3 models were evaluated:" in methods_text(config)
+
+
+def test_methods_report_training_and_versions_from_cards(tmp_path):
+    html = build(tmp_path)
+    assert "2 folds trained on cpu, 3-4 epochs run, 3.0 s of training in total." in html
+    assert f"brainage {__version__}, numpy 2.4.5 / 2.4.6, torch 2.13.0" in html
+    assert re.search(r"<li>roi_gru: [^<]*No model card was found\.</li>", html)  # configured, never trained
+    assert "4 models were evaluated:" in html and html.count("<li>") == 4
+
+
+def test_cli_builds_the_report(tmp_path):
+    paths = write_inputs(tmp_path)
+    out = tmp_path / "report.html"
+    argv = ["build", "--config", json.dumps(resolved_config())]
+    for name in ["manifest", "cohort", "exclusions", "metrics", "predictions"]:
+        argv += [f"--{name}", str(paths[name])]
+    argv += ["--cards", *map(str, paths["cards"]), "--out", str(out)]
+    assert main(argv) == 0
+    assert "connectome_ridge" in out.read_text()
+
+
+def test_cli_reports_bad_input_with_exit_code_1(tmp_path, capsys):
+    paths = write_inputs(tmp_path)
+    pd.DataFrame({"participant_id": ["sub-001"]}).to_csv(paths["manifest"], sep="\t", index=False)
+    argv = ["build", "--config", "{}", "--manifest", str(paths["manifest"])]
+    for name in ["cohort", "exclusions", "metrics", "predictions"]:
+        argv += [f"--{name}", str(paths[name])]
+    argv += ["--cards", str(paths["cards"][0]), "--out", str(tmp_path / "r.html")]
+    assert main(argv) == 1
+    assert "report config: missing seed, inputs" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+    with pytest.raises(SystemExit):
+        main(argv[:-4] + ["--cards", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r.html")])
+
+
+def test_config_missing_keys_are_listed(tmp_path):
+    config = resolved_config()
+    del config["extract"]["fd_threshold"]
+    del config["dataset"]
+    with pytest.raises(ConfigError, match=r"missing extract\.fd_threshold, dataset; expected the full resolved"):
+        build(tmp_path, config=config)
+    config = resolved_config()
+    del config["demo"]["tr"]
+    with pytest.raises(ConfigError, match=r"missing demo\.tr"):
+        build(tmp_path, config=config)
+
+
+@pytest.mark.parametrize("name, frame, message", [
+    ("manifest", pd.DataFrame({"participant_id": ["sub-001"], "age": [3]}),
+     r"participants\.tsv: missing column\(s\) dataset, site, sex; found participant_id, age"),
+    ("exclusions", pd.DataFrame({"participant_id": ["sub-001"]}), r"exclusions\.tsv: missing column\(s\) stage"),
+    ("metrics", METRICS.drop(columns=["rmse", "r2"]), r"metrics\.tsv: missing column\(s\) rmse, r2"),
+    ("metrics", METRICS.iloc[:1], r"metrics\.tsv: no row for model\(s\) connectome_ridge found in .*predictions"),
+])
+def test_bad_tables_are_rejected(tmp_path, name, frame, message):
+    paths = write_inputs(tmp_path)
+    storage.write_tsv(paths[name], frame)
+    with pytest.raises(InputDataError, match=message):
+        build_report(resolved_config(), out=tmp_path / "r.html", **paths)
+
+
+def test_empty_tsv_and_bad_parquet_inputs_are_rejected(tmp_path):
+    paths = write_inputs(tmp_path)
+    def run(**changed):
+        build_report(resolved_config(), out=tmp_path / "r.html", **{**paths, **changed})
+
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(InputDataError, match=r"empty\.tsv: empty file, expected a header with columns participant"):
+        run(exclusions=tmp_path / "empty.tsv")
+    with pytest.raises(ValueError, match=r"holds 'evaluated_predictions', expected 'cohort'"):
+        run(cohort=paths["predictions"])
+    cohort = storage.read_table(paths["cohort"])
+    storage.write_table(tmp_path / "c.parquet", cohort.drop(columns=["mean_fd"]), kind="cohort")
+    with pytest.raises(InputDataError, match=r"c\.parquet: missing column\(s\) mean_fd"):
+        run(cohort=tmp_path / "c.parquet")
+    storage.write_table(tmp_path / "c.parquet", cohort.iloc[:4], kind="cohort")
+    with pytest.raises(InputDataError, match=r"subject\(s\) sub-005, sub-006 not in the cohort .*c\.parquet"):
+        run(cohort=tmp_path / "c.parquet")
+    storage.write_json(tmp_path / "card.json", [1, 2])
+    with pytest.raises(InputDataError, match=r"card\.json: expected a JSON object \(model card\), found list"):
+        run(cards=[tmp_path / "card.json"])

@@ -1,0 +1,179 @@
+"""Load the report's inputs and check that they are complete and agree with each other."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from brainage import storage
+from brainage.errors import ConfigError, InputDataError
+
+logger = logging.getLogger(__name__)
+
+# Columns each input must have (the contracts of the stages that write them); extra columns are kept.
+MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex")
+COHORT_COLUMNS = ("participant_id", "dataset", "site", "age", "sex", "n_timepoints", "n_frames_kept", "mean_fd")
+EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
+METRIC_COLUMNS = (
+    "model", "n", "mae", "rmse", "r", "r2", "mae_over_sd", "mae_corrected", "r_corrected", "delta_mae_vs_dummy",
+)
+PREDICTION_COLUMNS = ("participant_id", "model", "fold", "age", "predicted_age", "predicted_age_corrected")
+
+# Keys of the resolved workflow config that the methods text reads (the schema fills them all).
+CONFIG_KEYS = {
+    "inputs": ("source", "derivatives", "participants", "dataset", "task", "space", "res"),
+    "atlas": ("name", "n_regions", "path"),
+    "extract": (
+        "strategy", "motion", "wm_csf", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
+        "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size",
+    ),
+    "dataset": ("n_folds", "group_by_site"),
+    "models": (),
+    "evaluate": ("bias_correction",),
+}
+DEMO_KEYS = ("n_subjects", "sites", "n_timepoints", "tr", "voxel_size", "age_min", "age_max")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows, already read and checked.
+
+    Attributes
+    ----------
+    config : dict
+        The full resolved workflow config.
+    manifest, cohort, exclusions, metrics, predictions : DataFrame
+        One row per listed subject / analysed subject / exclusion / model / (subject, model).
+    cards : list of dict
+        Model cards, one per (model, fold).
+    """
+
+    config: dict
+    manifest: pd.DataFrame
+    cohort: pd.DataFrame
+    exclusions: pd.DataFrame
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    cards: list[dict] = field(default_factory=list)
+
+
+def check_config(config: dict) -> None:
+    """Raise ``ConfigError`` listing every key the report needs that ``config`` lacks.
+
+    Parameters
+    ----------
+    config : dict
+        The full resolved workflow config (``seed``, ``inputs``, ``demo``, ``atlas``, ``extract``,
+        ``dataset``, ``models``, ``evaluate``), as filled in by config/config.schema.yaml.
+    """
+    missing = [] if "seed" in config else ["seed"]
+    required = dict(CONFIG_KEYS)
+    if config.get("inputs", {}).get("source") == "demo":
+        required["demo"] = DEMO_KEYS
+    for section, keys in required.items():
+        value = config.get(section)
+        if not isinstance(value, dict):
+            missing.append(section)
+            continue
+        missing += [f"{section}.{key}" for key in keys if key not in value]
+    if missing:
+        raise ConfigError(
+            f"report config: missing {', '.join(missing)}; expected the full resolved workflow config "
+            "(config/config.yaml validated against config/config.schema.yaml)"
+        )
+
+
+def read_tsv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Read a BIDS-style TSV ("n/a" = missing) and check it has ``columns``.
+
+    Identifiers (``participant_id``, ``model``, ``site``, ``stage``, ``reason``) stay strings even
+    when they look like numbers.
+    """
+    text_columns = {"participant_id", "model", "site", "stage", "reason", "dataset", "sex"}
+    try:
+        df = pd.read_csv(
+            path, sep="\t", na_values=["n/a", ""], keep_default_na=False,
+            dtype={c: str for c in text_columns},
+        )
+    except pd.errors.EmptyDataError as err:
+        raise InputDataError(f"{path}: empty file, expected a header with columns {', '.join(columns)}") from err
+    require_columns(df, path, columns)
+    return df
+
+
+def require_columns(df: pd.DataFrame, path: str | os.PathLike, columns: tuple[str, ...]) -> None:
+    """Raise ``InputDataError`` naming ``path`` and the columns of ``columns`` that ``df`` lacks."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns)) or 'none'}"
+        )
+
+
+def read_cards(paths: list[str | os.PathLike]) -> list[dict]:
+    """Read model cards (JSON objects); their keys are read defensively later, with ``.get``."""
+    cards = []
+    for path in paths:
+        card = storage.read_json(path)
+        if not isinstance(card, dict):
+            raise InputDataError(f"{path}: expected a JSON object (model card), found {type(card).__name__}")
+        cards.append(card)
+    return cards
+
+
+def load_inputs(
+    config: dict,
+    manifest: str | os.PathLike,
+    cohort: str | os.PathLike,
+    exclusions: str | os.PathLike,
+    metrics: str | os.PathLike,
+    predictions: str | os.PathLike,
+    cards: list[str | os.PathLike],
+) -> ReportInputs:
+    """Read every input of the report and check that they agree.
+
+    Raises
+    ------
+    ConfigError
+        If ``config`` lacks a key the methods text needs.
+    InputDataError
+        If a file lacks required columns, or the predictions name a model missing from the metrics
+        or a subject missing from the cohort (stale files from different runs).
+    """
+    check_config(config)
+    cohort_df = storage.read_table(cohort, kind="cohort")
+    require_columns(cohort_df, cohort, COHORT_COLUMNS)
+    predictions_df = storage.read_table(predictions, kind="evaluated_predictions")
+    require_columns(predictions_df, predictions, PREDICTION_COLUMNS)
+    inputs = ReportInputs(
+        config=config,
+        manifest=read_tsv(manifest, MANIFEST_COLUMNS),
+        cohort=cohort_df.astype({"participant_id": str, "site": str}),
+        exclusions=read_tsv(exclusions, EXCLUSION_COLUMNS),
+        metrics=read_tsv(metrics, METRIC_COLUMNS),
+        predictions=predictions_df.astype({"participant_id": str, "model": str}),
+        cards=read_cards(cards),
+    )
+    _check_agreement(inputs, Path(metrics), Path(predictions), Path(cohort))
+    logger.info(
+        "report inputs: %d listed, %d analysed, %d exclusion rows, %d models, %d cards",
+        len(inputs.manifest), len(inputs.cohort), len(inputs.exclusions), len(inputs.metrics), len(inputs.cards),
+    )
+    return inputs
+
+
+def _check_agreement(inputs: ReportInputs, metrics: Path, predictions: Path, cohort: Path) -> None:
+    # Files from two different runs would give a report whose figures and tables disagree.
+    no_metrics = sorted(set(inputs.predictions["model"]) - set(inputs.metrics["model"]))
+    if no_metrics:
+        raise InputDataError(
+            f"{metrics}: no row for model(s) {', '.join(no_metrics)} found in {predictions}; rerun evaluate"
+        )
+    unknown = sorted(set(inputs.predictions["participant_id"]) - set(inputs.cohort["participant_id"]))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise InputDataError(f"{predictions}: subject(s) {shown} not in the cohort {cohort}; rerun evaluate")

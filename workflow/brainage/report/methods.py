@@ -1,0 +1,287 @@
+"""Methods text generated from the actual parameters (config), the cohort and the model cards."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from brainage import __version__
+
+# Regressor counts of nilearn load_confounds expansions: basic = the parameters, power2 and
+# derivatives add their squares or first derivatives, full adds both and the squared derivatives
+# (the 24-parameter motion model of Friston et al. 1996, Magn Reson Med 35:346).
+_EXPANSION = {
+    "basic": "the parameters only",
+    "power2": "the parameters and their squares",
+    "derivatives": "the parameters and their first temporal derivatives",
+    "full": "the parameters, their first temporal derivatives and the squares of both",
+}
+_N_MOTION = {"basic": 6, "power2": 12, "derivatives": 12, "full": 24}
+_N_WM_CSF = {"basic": 2, "power2": 4, "derivatives": 4, "full": 8}
+_STANDARDIZE = {
+    "zscore_sample": "z-scored (sample standard deviation)",
+    "zscore": "z-scored (population standard deviation)",
+    "psc": "converted to percent signal change",
+    False: "not standardised",
+}
+
+
+def methods_paragraphs(
+    config: dict, cohort: pd.DataFrame, cards: list[dict], n_manifest: int
+) -> list[tuple[str, str, list[str]]]:
+    """Write the methods section from the parameters that produced the results.
+
+    Parameters
+    ----------
+    config : dict
+        Full resolved workflow config (checked by :func:`brainage.report.inputs.check_config`).
+    cohort : DataFrame
+        Analysed subjects (participant_id, site, age in years, sex, n_timepoints, n_frames_kept, mean_fd in mm).
+    cards : list of dict
+        Model cards (model, fold, seeds, versions, device, epochs_run, ...); read with ``.get``.
+    n_manifest : int
+        Subjects listed in the participants manifest.
+
+    Returns
+    -------
+    list of (str, str, list of str)
+        (heading, plain-text paragraph, list items) per section; only "Models" has items, one per
+        model. The caller escapes them for HTML.
+    """
+    n_models = len(config["models"])
+    return [
+        ("Data", data_text(config, cohort, n_manifest), []),
+        ("Denoising", denoising_text(config["extract"]), []),
+        ("Features", features_text(config), []),
+        ("Validation", validation_text(config), []),
+        ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
+         models_text(config["models"], cards)),
+        ("Software", software_text(cards), []),
+    ]
+
+
+def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
+    """Describe the data source and the analysed cohort (size, sites, ages, sex, frames kept)."""
+    inputs = config["inputs"]
+    if inputs["source"] == "demo":
+        demo = config["demo"]
+        source = (
+            f"The data were the embedded synthetic demo cohort of brainage: {demo['n_subjects']} subjects "
+            f"generated over the sites {', '.join(map(str, demo['sites']))}, {demo['n_timepoints']} volumes per run "
+            f"at a repetition time of {_num(demo['tr'])} s and {demo['voxel_size']} mm voxels, ages drawn uniformly "
+            f"between {_num(demo['age_min'])} and {_num(demo['age_max'])} years, written in fMRIPrep's derivative "
+            f"format (task-{inputs['task']}, space-{inputs['space']}, res-{inputs['res']})."
+        )
+    else:
+        source = (
+            f"The data were fMRIPrep derivatives of the {inputs['dataset']} dataset ({inputs['derivatives']}; "
+            f"task-{inputs['task']}, space-{inputs['space']}, res-{inputs['res']}), with age, sex and site "
+            f"from {inputs['participants']}."
+        )
+    return f"{source} {_cohort_text(cohort, n_manifest)}"
+
+
+def _cohort_text(cohort: pd.DataFrame, n_manifest: int) -> str:
+    n = len(cohort)
+    if n == 0:
+        return f"Of the {n_manifest} subjects listed in the manifest, none was analysed."
+    sites = sorted(cohort["site"].astype(str).unique())
+    age = cohort["age"].astype(float)
+    sex = cohort["sex"].fillna("n/a").astype(str).value_counts().sort_index()
+    kept = cohort["n_frames_kept"] / cohort["n_timepoints"]
+    return (
+        f"Of the {n_manifest} subjects listed in the manifest, {n} were analysed, from {len(sites)} "
+        f"site{'s' if len(sites) != 1 else ''} ({', '.join(sites)}), aged {age.min():.1f} to {age.max():.1f} "
+        f"years (mean {age.mean():.1f}, SD {age.std(ddof=1) if n > 1 else 0.0:.1f}; sex "
+        f"{', '.join(f'{k} {v}' for k, v in sex.items())}). A median of {100 * kept.median():.0f}% of the "
+        f"frames was kept after censoring (range {100 * kept.min():.0f}-{100 * kept.max():.0f}%); median "
+        f"mean framewise displacement {cohort['mean_fd'].median():.3f} mm."
+    )
+
+
+def denoising_text(extract: dict) -> str:
+    """Describe confound selection, censoring, filtering, detrending and standardisation."""
+    strategy = list(extract["strategy"])
+    parts = []
+    if "motion" in strategy:
+        m = extract["motion"]
+        parts.append(f"head-motion parameters with the '{m}' expansion ({_N_MOTION[m]} regressors: {_EXPANSION[m]})")
+    if "wm_csf" in strategy:
+        w = extract["wm_csf"]
+        parts.append(f"white-matter and CSF mean signals with the '{w}' expansion "
+                     f"({_N_WM_CSF[w]} regressors: {_EXPANSION[w]})")
+    names = {"global_signal": "the global signal", "compcor": "CompCor components (Behzadi et al. 2007)",
+             "high_pass": "fMRIPrep's discrete-cosine drift regressors"}
+    parts += [names[s] for s in strategy if s in names]
+    regressors = "; ".join(parts) if parts else "no confound regressor"
+    text = (
+        f"Confounds were selected from fMRIPrep's confounds table with nilearn's load_confounds "
+        f"(strategy: {', '.join(strategy) or 'none'}): {regressors}. "
+    )
+    text += _censoring_text(extract, strategy)
+    return text + (
+        f" Each subject's in-mask voxel series were then cleaned in a single pass with nilearn.signal.clean "
+        f"(confound regression, {'linear detrending' if extract['detrend'] else 'no detrending'}, "
+        f"{_filter_text(extract['high_pass'], extract['low_pass'])}), so that ROI series and volumes share "
+        f"the same cleaning; region series were {_STANDARDIZE.get(extract['standardize'], extract['standardize'])}."
+    )
+
+
+def _censoring_text(extract: dict, strategy: list[str]) -> str:
+    text = ""
+    if "scrub" in strategy:
+        # Power et al. 2014, NeuroImage 84:320 (scrubbing); nilearn also drops short segments between outliers.
+        text += (
+            f"Frames with framewise displacement above {_num(extract['fd_threshold'])} mm or standardised DVARS "
+            f"above {_num(extract['std_dvars_threshold'])} were censored (Power et al. 2014), together with kept "
+            f"segments shorter than {extract['scrub_min_segment']} frames. "
+        )
+    else:
+        text += "No frames were censored for motion. "
+    if "non_steady_state" in strategy:
+        text += "Non-steady-state volumes flagged by fMRIPrep were removed. "
+    return text + f"Subjects with fewer than {extract['min_frames']} frames left were excluded."
+
+
+def _filter_text(high_pass: float | None, low_pass: float | None) -> str:
+    if high_pass is not None and low_pass is not None:
+        return f"band-pass filtering between {_num(high_pass)} and {_num(low_pass)} Hz"
+    if high_pass is not None:
+        return f"high-pass filtering at {_num(high_pass)} Hz"
+    if low_pass is not None:
+        return f"low-pass filtering at {_num(low_pass)} Hz"
+    return "no temporal filtering"
+
+
+def features_text(config: dict) -> str:
+    """Describe the atlas used for ROI series and the downsampled volumes."""
+    atlas = config["atlas"]
+    if atlas["name"] == "kmeans":
+        atlas_text = (
+            f"a {atlas['n_regions']}-region atlas made by k-means clustering of the voxel coordinates of "
+            f"nilearn's MNI152 brain mask (spatially compact parcels, seeded with the workflow seed)"
+        )
+    else:
+        atlas_text = f"the label image {atlas['path']} (each non-zero integer label one region)"
+    if config["inputs"]["source"] == "demo":
+        source_grid = f"from the {config['demo']['voxel_size']} mm BOLD grid"
+    else:
+        source_grid = f"from the res-{config['inputs']['res']} BOLD grid"
+    return (
+        f"ROI series were the mean cleaned signal within each region of {atlas_text}, resampled to the "
+        f"BOLD grid with nearest-neighbour interpolation. For the frame-wise 3D CNN, cleaned volumes were "
+        f"block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a coarse voxel "
+        f"kept when at least half of it lies in the brain mask), z-scored per voxel over time and stored as float16."
+    )
+
+
+def validation_text(config: dict) -> str:
+    """Describe the folds, the seed, the age-bias correction and the metrics."""
+    n_folds = config["dataset"]["n_folds"]
+    if config["dataset"]["group_by_site"]:
+        folds = (f"{n_folds}-fold cross-validation grouped by site (scikit-learn StratifiedGroupKFold: "
+                 f"each site's subjects in a single test fold)")
+    else:
+        folds = (f"{n_folds}-fold cross-validation stratified by age (scikit-learn StratifiedKFold on age "
+                 f"quantile bins, shuffled)")
+    if config["evaluate"]["bias_correction"]:
+        bias = (
+            "The age bias (regression towards the mean age) was corrected per model and fold with a linear fit "
+            "predicted = a * age + b on out-of-sample predictions of that fold's training subjects only, never on "
+            "its test subjects, and corrected = (predicted - b) / a (Beheshti et al. 2019; de Lange and Cole "
+            "2020); no correction was applied where |a| < 0.1, as for the dummy model."
+        )
+    else:
+        bias = "No age-bias correction was applied: corrected predictions equal the raw ones."
+    return (
+        f"Every model used the same subject-level {folds}, from the single workflow seed {config['seed']}; "
+        f"per-fold and per-model seeds were derived from it and recorded in each model card. {bias} Metrics on "
+        "the pooled test predictions: mean absolute error (MAE, years), root mean squared error, Pearson r, R², "
+        "MAE divided by the SD of the true ages, the same for corrected predictions, and the MAE difference "
+        "to the dummy model."
+    )
+
+
+def models_text(models: dict, cards: list[dict]) -> list[str]:
+    """Describe each configured model (one string each) with its parameters and, from its cards, its training."""
+    return [
+        f"{name}: {_model_description(name, params or {})}{_param_list(params or {})}"
+        f"{_training_summary([c for c in cards if c.get('model') == name])}"
+        for name, params in models.items()
+    ]
+
+
+def _model_description(name: str, p: dict) -> str:
+    torch_common = (
+        f" trained with AdamW (learning rate {_num(p.get('lr'))}, weight decay {_num(p.get('weight_decay'))}, "
+        f"batch size {p.get('batch_size')}) on random windows of {p.get('window')} frames, for at most "
+        f"{p.get('epochs')} epochs with early stopping (patience {p.get('patience')}) on an inner validation "
+        f"split of the training subjects"
+    )
+    if name == "dummy":
+        return "predicts the mean age of the training subjects (the reference every model must beat)"
+    if name == "connectome_ridge":
+        return (f"{p.get('kind')} functional connectivity between the regions (nilearn ConnectivityMeasure, "
+                f"vectorised without the diagonal), standardised, then ridge regression with the penalty "
+                f"chosen by RidgeCV among {_num_list(p.get('alphas', []))}")
+    if name == "roi_gru":
+        return (f"a temporal convolution over the ROI series ({p.get('conv_channels')} channels), a GRU "
+                f"({p.get('hidden')} units), dropout {_num(p.get('dropout'))} and a linear head,{torch_common}")
+    if name == "cnn_rnn":
+        flip = ", with random left-right flips" if p.get("flip") else ""
+        return (f"a 3D CNN ({len(p.get('channels', []))} blocks of {_num_list(p.get('channels', []))} channels) "
+                f"encoding each frame, a {str(p.get('rnn')).upper()} ({p.get('hidden')} units) over the frames, "
+                f"dropout {_num(p.get('dropout'))} and a linear head,{torch_common}{flip}")
+    return "a model without a description in this report"
+
+
+def _param_list(params: dict) -> str:
+    if not params:
+        return " (no parameters)."
+    return " (parameters: " + "; ".join(f"{k}={_value(v)}" for k, v in sorted(params.items())) + ")."
+
+
+def _training_summary(cards: list[dict]) -> str:
+    if not cards:
+        return " No model card was found."
+    text = f" {len(cards)} fold{'s' if len(cards) != 1 else ''} trained"
+    devices = sorted({str(c.get("device")) for c in cards if c.get("device")})
+    if devices:
+        text += f" on {', '.join(devices)}"
+    epochs = [c.get("epochs_run") for c in cards if isinstance(c.get("epochs_run"), (int, float))]
+    if epochs:
+        text += f", {min(epochs)}-{max(epochs)} epochs run"
+    seconds = [c.get("train_seconds") for c in cards if isinstance(c.get("train_seconds"), (int, float))]
+    if seconds:
+        text += f", {sum(seconds):.1f} s of training in total"
+    return text + "."
+
+
+def software_text(cards: list[dict]) -> str:
+    """List the software versions recorded in the model cards (every distinct value per package)."""
+    versions: dict[str, set[str]] = {}
+    for card in cards:
+        for package, version in (card.get("versions") or {}).items():
+            versions.setdefault(str(package), set()).add(str(version))
+    if not versions:
+        return f"No model card recorded software versions; this report was made with brainage {__version__}."
+    listed = ", ".join(f"{pkg} {' / '.join(sorted(v))}" for pkg, v in sorted(versions.items()))
+    return f"Software versions recorded in the model cards: {listed}. This report was made with brainage {__version__}."
+
+
+def _num(value: object) -> str:
+    # Shortest faithful form: 0.5 stays 0.5, 2.0 becomes 2, 0.0001 stays 0.0001; booleans as in the YAML.
+    if isinstance(value, bool):
+        return str(value).lower()
+    if not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:g}"
+
+
+def _num_list(values: list) -> str:
+    return ", ".join(_num(v) for v in values)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + _num_list(value) + "]"
+    return _num(value)

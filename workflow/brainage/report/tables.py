@@ -1,0 +1,104 @@
+"""HTML tables of the report: metrics, per-subject QC and exclusions (every cell escaped)."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+# Decimals per metrics column: errors in years to 0.01 y, unitless scores to 0.001.
+_METRIC_DIGITS = {
+    "mae": 2, "rmse": 2, "mae_corrected": 2, "delta_mae_vs_dummy": 2,
+    "r": 3, "r2": 3, "mae_over_sd": 3, "r_corrected": 3,
+}
+# A QC table longer than this starts collapsed, so the exclusions and methods stay in view.
+QC_OPEN_MAX_ROWS = 25
+NO_EXCLUSION = "No subject was excluded."
+
+
+def format_number(value: object, digits: int) -> str:
+    """Format a number with ``digits`` decimals; missing values as "n/a" (BIDS style)."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def _format_cell(value: object) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def html_table(df: pd.DataFrame, css_class: str) -> str:
+    """Render a table of strings as HTML; pandas escapes every cell and header."""
+    return df.to_html(index=False, escape=True, border=0, classes=css_class, na_rep="n/a")
+
+
+def metrics_table(metrics: pd.DataFrame) -> str:
+    """Render every column of the metrics table, rounded per column.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        One row per model (model, n, mae, rmse, r, r2, mae_over_sd, mae_corrected, r_corrected,
+        delta_mae_vs_dummy, and any extra columns); errors in years.
+
+    Returns
+    -------
+    str
+        An HTML ``<table>``.
+    """
+    shown = pd.DataFrame(index=metrics.index)
+    for column in metrics.columns:
+        if column in _METRIC_DIGITS:
+            shown[column] = [format_number(v, _METRIC_DIGITS[column]) for v in metrics[column]]
+        elif column == "n":
+            shown[column] = [format_number(v, 0) for v in metrics[column]]
+        else:
+            shown[column] = [_format_cell(v) for v in metrics[column]]
+    return html_table(shown, "metrics")
+
+
+def qc_table(cohort: pd.DataFrame) -> str:
+    """Render one row per analysed subject: site, age, frames kept / total, mean FD.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        participant_id, site, age (years), n_frames_kept, n_timepoints, mean_fd (mm).
+
+    Returns
+    -------
+    str
+        A ``<details>`` block (open when the table is short) holding an HTML ``<table>``.
+    """
+    cohort = cohort.sort_values("participant_id")
+    shown = pd.DataFrame({
+        "participant_id": cohort["participant_id"].astype(str),
+        "site": cohort["site"].astype(str),
+        "age (years)": [format_number(v, 1) for v in cohort["age"]],
+        "frames kept / total": [
+            f"{format_number(k, 0)} / {format_number(t, 0)}"
+            for k, t in zip(cohort["n_frames_kept"], cohort["n_timepoints"])
+        ],
+        "mean FD (mm)": [format_number(v, 3) for v in cohort["mean_fd"]],
+    })
+    state = " open" if len(shown) <= QC_OPEN_MAX_ROWS else ""
+    summary = f"Per-subject QC of the {len(shown)} analysed subjects"
+    return f"<details{state}><summary>{html.escape(summary)}</summary>\n{html_table(shown, 'qc')}\n</details>"
+
+
+def exclusions_table(exclusions: pd.DataFrame) -> str:
+    """Render every exclusion (participant_id, stage, reason), or say that there was none.
+
+    Returns
+    -------
+    str
+        An HTML ``<table>``, or a paragraph with :data:`NO_EXCLUSION` when the table is empty.
+    """
+    if exclusions.empty:
+        return f'<p class="none">{html.escape(NO_EXCLUSION)}</p>'
+    shown = exclusions[["participant_id", "stage", "reason"]].map(_format_cell)
+    return html_table(shown, "exclusions")
