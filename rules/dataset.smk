@@ -8,14 +8,14 @@ rule participants_manifest:
     output:
         manifest="results/participants.tsv",
         exclusions="results/participants_exclusions.tsv",
-    params:
-        dataset=config["inputs"]["dataset"],
-        bold=BOLD,
-        code=code_hash("participants"),
     log:
         "logs/participants_manifest.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        dataset=config["inputs"]["dataset"],
+        bold=BOLD,
+        code=code_hash("participants"),
     shell:
         "python -m brainage.participants manifest --participants {input:q}"
         " --dataset {params.dataset:q} --bold-template {params.bold:q}"
@@ -32,14 +32,14 @@ rule dataset_build:
         cohort="results/dataset/cohort.parquet",
         splits="results/dataset/splits.tsv",
         exclusions="results/dataset/exclusions.tsv",
-    params:
-        cfg=config_json("dataset"),
-        seed=config["seed"],
-        code=code_hash("dataset", "splits"),
     log:
         "logs/dataset_build.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        cfg=config_json("dataset"),
+        seed=config["seed"],
+        code=code_hash("dataset", "splits", "participants"),
     shell:
         "python -m brainage.dataset build --manifest {input.manifest:q}"
         " --participant-exclusions {input.exclusions:q} --qc {input.qc:q}"

@@ -346,7 +346,7 @@ def test_empty_tsv_and_bad_parquet_inputs_are_rejected(tmp_path):
         build_report(resolved_config(), out=tmp_path / "r.html", **{**paths, **changed})
 
     (tmp_path / "empty.tsv").write_text("")
-    with pytest.raises(InputDataError, match=r"empty\.tsv: empty file, expected a header with columns participant"):
+    with pytest.raises(InputDataError, match=r"empty\.tsv: empty file, expected a header row"):
         run(exclusions=tmp_path / "empty.tsv")
     with pytest.raises(ValueError, match=r"holds 'evaluated_predictions', expected 'cohort'"):
         run(cohort=paths["predictions"])

@@ -94,13 +94,7 @@ def read_tsv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
     when they look like numbers.
     """
     text_columns = {"participant_id", "model", "site", "stage", "reason", "dataset", "sex"}
-    try:
-        df = pd.read_csv(
-            path, sep="\t", na_values=["n/a", ""], keep_default_na=False,
-            dtype={c: str for c in text_columns},
-        )
-    except pd.errors.EmptyDataError as err:
-        raise InputDataError(f"{path}: empty file, expected a header with columns {', '.join(columns)}") from err
+    df = storage.read_tsv(path, dtype={c: str for c in text_columns})
     require_columns(df, path, columns)
     return df
 

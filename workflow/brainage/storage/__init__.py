@@ -5,7 +5,7 @@ Every file brainage writes goes through here, so the format has one owner and on
 ``brainage`` (package version, schema version, kind, participant, parameters, sources).
 """
 
-from brainage.storage._atomic import atomic_path, write_json, read_json, write_tsv
+from brainage.storage._atomic import atomic_path, read_json, read_tsv, write_json, write_tsv
 from brainage.storage._parquet import (
     SCHEMA_VERSION,
     TimeSeries,
@@ -28,6 +28,7 @@ __all__ = [
     "read_metadata",
     "read_table",
     "read_timeseries",
+    "read_tsv",
     "read_volumes",
     "write_json",
     "write_table",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainage.errors import InputDataError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -62,6 +64,28 @@ def write_tsv(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write a table as tab-separated text (missing values as ``n/a``, BIDS style), atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+
+
+def read_tsv(path: str | os.PathLike, dtype: object = None) -> pd.DataFrame:
+    """Read a BIDS-style TSV: ``n/a`` and empty cells are missing, nothing else is.
+
+    Parameters
+    ----------
+    dtype : type or dict, optional
+        Passed to pandas (``str`` keeps every column as text).
+
+    Raises
+    ------
+    InputDataError
+        If the file does not exist or is empty (no header).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False, na_values=["n/a", ""])
+    except pd.errors.EmptyDataError as err:
+        raise InputDataError(f"{path}: empty file, expected a header row") from err
 
 
 def _json_default(obj: object) -> object:

@@ -1,0 +1,170 @@
+"""brainage.dataset: cohort from manifest + extraction QC, folds, and every exclusion kept."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage import storage
+from brainage.dataset import build_cohort
+from brainage.dataset.__main__ import main
+from brainage.errors import ConfigError, InputDataError
+
+PARAMS = {"n_folds": 3, "group_by_site": False}
+
+
+def _manifest(tmp_path, n=12):
+    df = pd.DataFrame({
+        "participant_id": [f"sub-{i:02d}" for i in range(1, n + 1)],
+        "dataset": "demo",
+        "site": ["A", "B", "C"] * (n // 3),
+        "age": np.linspace(10.0, 65.0, n),
+        "sex": ["M", "F"] * (n // 2),
+        "dx_group": "TD",
+    })
+    storage.write_tsv(tmp_path / "participants.tsv", df)
+    excl = pd.DataFrame({"participant_id": ["sub-99"], "stage": ["participants"], "reason": ["no age in x row 3"]})
+    storage.write_tsv(tmp_path / "participants_exclusions.tsv", excl)
+    return tmp_path / "participants.tsv", tmp_path / "participants_exclusions.tsv"
+
+
+def _qc(tmp_path, pid, status="included", reason=None, n_kept=90, mean_fd=0.12, **extra):
+    record = {"participant_id": pid, "stage": "extract", "status": status, "reason": reason,
+              "n_frames_kept": n_kept, "n_timepoints": 100, "mean_fd": mean_fd, "max_fd": None,
+              "tr": 2.0, "n_regions": 100, **extra}
+    path = tmp_path / "qc" / f"{pid}_qc.json"
+    storage.write_json(path, record)
+    return path
+
+
+def _outputs(tmp_path):
+    out = tmp_path / "out"
+    return {"cohort_out": out / "cohort.parquet", "splits_out": out / "splits.tsv",
+            "exclusions_out": out / "exclusions.tsv"}
+
+
+def _qc_all(tmp_path, n=12):
+    return [_qc(tmp_path, f"sub-{i:02d}", mean_fd=0.01 * i) for i in range(1, n + 1)]
+
+
+def test_cohort_keeps_qc_included_subjects_and_records_every_exclusion(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    qc[3] = _qc(tmp_path, "sub-04", status="excluded", reason="only 12 frames left after censoring", n_kept=12)
+    qc.pop(6)  # sub-07: extraction produced nothing
+    outs = _outputs(tmp_path)
+    build_cohort(manifest, excl, qc, PARAMS, 42, **outs)
+
+    cohort = storage.read_table(outs["cohort_out"], kind="cohort")
+    assert list(cohort.columns) == [
+        "participant_id", "dataset", "site", "age", "sex", "n_timepoints", "n_frames_kept", "mean_fd"]
+    expected_ids = [f"sub-{i:02d}" for i in range(1, 13) if i not in (4, 7)]
+    assert cohort["participant_id"].tolist() == expected_ids
+    np.testing.assert_allclose(cohort["age"], np.delete(np.linspace(10.0, 65.0, 12), [3, 6]))
+    np.testing.assert_allclose(cohort["mean_fd"], [0.01 * i for i in range(1, 13) if i not in (4, 7)])
+    assert (cohort["n_frames_kept"] == 90).all() and (cohort["n_timepoints"] == 100).all()
+    meta = cohort.attrs["brainage"]
+    assert meta["params"] == PARAMS and meta["seed"] == 42
+    assert meta["n_subjects"] == 10 and meta["n_excluded"] == 3
+
+    splits = pd.read_csv(outs["splits_out"], sep="\t")
+    assert splits["participant_id"].tolist() == expected_ids
+    assert sorted(splits["fold"].unique().tolist()) == [0, 1, 2]
+
+    exclusions = pd.read_csv(outs["exclusions_out"], sep="\t")
+    assert exclusions.values.tolist() == [
+        ["sub-99", "participants", "no age in x row 3"],
+        ["sub-04", "extract", "only 12 frames left after censoring"],
+        ["sub-07", "dataset", "no extraction output"],
+    ]
+
+
+def test_folds_follow_params_and_seed(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    outs = _outputs(tmp_path)
+    build_cohort(manifest, excl, qc, {"n_folds": 3, "group_by_site": True}, 1, **outs)
+    splits = pd.read_csv(outs["splits_out"], sep="\t")
+    sites = np.array(["A", "B", "C"] * 4)
+    # Three sites, three folds, site-grouped: each fold is one site.
+    for site in "ABC":
+        assert splits.loc[sites == site, "fold"].nunique() == 1
+    assert splits["fold"].nunique() == 3
+
+
+def test_qc_record_of_a_subject_outside_the_manifest_is_ignored(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = [*_qc_all(tmp_path), _qc(tmp_path, "sub-99")]
+    outs = _outputs(tmp_path)
+    build_cohort(manifest, excl, qc, PARAMS, 0, **outs)
+    assert "sub-99" not in storage.read_table(outs["cohort_out"])["participant_id"].tolist()
+
+
+def test_cli_build(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    outs = _outputs(tmp_path)
+    args = ["build", "--manifest", str(manifest), "--participant-exclusions", str(excl),
+            "--qc", *map(str, qc), "--params", '{"n_folds": 4, "group_by_site": false}', "--seed", "3",
+            "--cohort-out", str(outs["cohort_out"]), "--splits-out", str(outs["splits_out"]),
+            "--exclusions-out", str(outs["exclusions_out"])]
+    assert main(args) == 0
+    assert pd.read_csv(outs["splits_out"], sep="\t")["fold"].nunique() == 4
+    args[args.index("--params") + 1] = '{"n_folds": 13, "group_by_site": false}'
+    assert main(args) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"status": "maybe"}, InputDataError, r"sub-01_qc\.json: QC status 'maybe', expected one of"),
+        ({"drop": "mean_fd"}, InputDataError, r"sub-01_qc\.json: QC record lacks keys \['mean_fd'\]"),
+    ],
+)
+def test_malformed_qc_records(tmp_path, change, error, match):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    record = storage.read_json(qc[0])
+    record.update({k: v for k, v in change.items() if k != "drop"})
+    record.pop(change.get("drop", "none"), None)
+    storage.write_json(qc[0], record)
+    with pytest.raises(error, match=match):
+        build_cohort(manifest, excl, qc, PARAMS, 0, **_outputs(tmp_path))
+
+
+def test_two_qc_records_for_one_subject(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    storage.write_json(tmp_path / "other.json", storage.read_json(qc[0]))
+    with pytest.raises(InputDataError, match=r"other\.json: second QC record for sub-01 \(first in .*sub-01_qc\.json\)"):
+        build_cohort(manifest, excl, [*qc, tmp_path / "other.json"], PARAMS, 0, **_outputs(tmp_path))
+
+
+def test_malformed_manifest_and_exclusions(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)
+    table = pd.read_csv(manifest, sep="\t")
+    storage.write_tsv(tmp_path / "no_site.tsv", table.drop(columns="site"))
+    with pytest.raises(InputDataError, match=r"no_site\.tsv: manifest lacks columns \['site'\]"):
+        build_cohort(tmp_path / "no_site.tsv", excl, qc, PARAMS, 0, **_outputs(tmp_path))
+    storage.write_tsv(tmp_path / "bad_age.tsv", table.assign(age=["x"] + [30.0] * 11))
+    with pytest.raises(InputDataError, match=r"bad_age\.tsv: manifest ages missing or not numbers for \['sub-01'\]"):
+        build_cohort(tmp_path / "bad_age.tsv", excl, qc, PARAMS, 0, **_outputs(tmp_path))
+    storage.write_tsv(tmp_path / "bad_excl.tsv", pd.DataFrame({"participant_id": ["sub-99"]}))
+    with pytest.raises(InputDataError, match=r"bad_excl\.tsv: exclusions table lacks columns \['stage', 'reason'\]"):
+        build_cohort(manifest, tmp_path / "bad_excl.tsv", qc, PARAMS, 0, **_outputs(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        ({"n_folds": 3}, ConfigError, r"missing \['group_by_site'\]"),
+        ({**PARAMS, "shuffle": True}, ConfigError, r"unknown \['shuffle'\]"),
+        ({"n_folds": 11, "group_by_site": False}, ValueError, r"dataset\.n_folds=11 but only 10 subjects"),
+        ({"n_folds": 4, "group_by_site": True}, ValueError, r"dataset\.n_folds=4, but only 3 sites"),
+    ],
+)
+def test_params_errors(tmp_path, params, error, match):
+    manifest, excl = _manifest(tmp_path)
+    qc = _qc_all(tmp_path)[:10]  # sub-11 and sub-12 have no extraction output
+    with pytest.raises(error, match=match):
+        build_cohort(manifest, excl, qc, params, 0, **_outputs(tmp_path))

@@ -1,0 +1,181 @@
+"""brainage.evaluate: hand-computed metrics, age-bias correction on inner rows only, coverage checks."""
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage import storage
+from brainage.errors import ConfigError, InputDataError
+from brainage.evaluate import evaluate
+from brainage.evaluate.__main__ import main
+from brainage.evaluate.bias import fit_bias
+
+AGES = [10.0, 20.0, 30.0, 40.0]
+IDS = ["sub-01", "sub-02", "sub-03", "sub-04"]
+
+
+def _write(path, model, rows, kind="predictions"):
+    """rows: (participant_id, fold, split, age, predicted_age)."""
+    df = pd.DataFrame(rows, columns=["participant_id", "fold", "split", "age", "predicted_age"])
+    df.insert(1, "model", model)
+    storage.write_table(path, df, kind=kind, provenance={"model": model})
+    return path
+
+
+def _test_rows(predicted, folds=(0, 0, 1, 1)):
+    return [(pid, f, "test", a, p) for pid, f, a, p in zip(IDS, folds, AGES, predicted)]
+
+
+def _run(tmp_path, files, bias_correction=False):
+    out_pred, out_metrics = tmp_path / "out" / "predictions.parquet", tmp_path / "out" / "metrics.tsv"
+    evaluate(files, {"bias_correction": bias_correction}, out_pred, out_metrics)
+    return storage.read_table(out_pred, kind="evaluated_predictions"), pd.read_csv(out_metrics, sep="\t")
+
+
+def test_metrics_match_hand_computed_values(tmp_path):
+    files = [
+        _write(tmp_path / "ridge.parquet", "ridge", _test_rows([12.0, 18.0, 33.0, 40.0])),
+        _write(tmp_path / "dummy.parquet", "dummy", _test_rows([25.0] * 4)),
+    ]
+    preds, metrics = _run(tmp_path, files)
+    # The dummy comes first whatever the file order.
+    assert metrics["model"].tolist() == ["dummy", "ridge"]
+    ridge = metrics.set_index("model").loc["ridge"]
+    # errors 2, -2, 3, 0; true ages: mean 25, SS_tot 500, sample SD sqrt(500/3)
+    assert ridge["n"] == 4
+    assert ridge["mae"] == pytest.approx(7 / 4)
+    assert ridge["rmse"] == pytest.approx(math.sqrt(17 / 4))
+    assert ridge["r2"] == pytest.approx(1 - 17 / 500)
+    assert ridge["mae_over_sd"] == pytest.approx((7 / 4) / math.sqrt(500 / 3))
+    # x deviations -15, -5, 5, 15; y deviations from 25.75: -13.75, -7.75, 7.25, 14.25
+    assert ridge["r"] == pytest.approx(495 / math.sqrt(500 * 504.75))
+    assert ridge["mae_corrected"] == ridge["mae"] and ridge["r_corrected"] == ridge["r"]
+    dummy = metrics.set_index("model").loc["dummy"]
+    assert dummy["mae"] == pytest.approx(10.0)
+    assert dummy["r2"] == pytest.approx(0.0)
+    assert math.isnan(dummy["r"])  # constant predictions have no correlation
+    assert dummy["delta_mae_vs_dummy"] == 0.0
+    assert ridge["delta_mae_vs_dummy"] == pytest.approx(7 / 4 - 10)
+
+    assert list(preds.columns) == ["participant_id", "model", "fold", "age", "predicted_age", "predicted_age_corrected"]
+    assert len(preds) == 8
+
+
+def test_metrics_order_follows_files_and_delta_is_na_without_dummy(tmp_path):
+    files = [
+        _write(tmp_path / "b.parquet", "zeta", _test_rows([11.0, 21.0, 31.0, 41.0])),
+        _write(tmp_path / "a.parquet", "alpha", _test_rows([12.0, 18.0, 33.0, 40.0])),
+    ]
+    _run(tmp_path, files)
+    text = (tmp_path / "out" / "metrics.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in text[1:]] == ["zeta", "alpha"]
+    assert all(line.endswith("\tn/a") for line in text[1:])
+
+
+def _planted(tmp_path, name, model, slope, intercept, test_pred=None):
+    """Two folds; inner rows are the other fold's subjects, predicted as slope * age + intercept."""
+    rows = []
+    ages = np.array(AGES)
+    test_pred = slope * ages + intercept if test_pred is None else np.asarray(test_pred)
+    for fold, (test_idx, inner_idx) in enumerate([([0, 1], [2, 3]), ([2, 3], [0, 1])]):
+        rows += [(IDS[i], fold, "test", ages[i], test_pred[i]) for i in test_idx]
+        rows += [(IDS[i], fold, "inner", ages[i], slope * ages[i] + intercept) for i in inner_idx]
+    return _write(tmp_path / name, model, rows)
+
+
+def test_bias_correction_recovers_a_planted_linear_bias_exactly(tmp_path):
+    preds, metrics = _run(tmp_path, [_planted(tmp_path, "m.parquet", "m", 0.5, 10.0)], bias_correction=True)
+    np.testing.assert_allclose(preds["predicted_age_corrected"], preds["age"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(preds["predicted_age"], 0.5 * preds["age"] + 10.0)
+    row = metrics.iloc[0]
+    assert row["mae_corrected"] == pytest.approx(0.0, abs=1e-10)
+    assert row["r_corrected"] == pytest.approx(1.0)
+    fits = preds.attrs["brainage"]["bias_fits"]
+    assert [(f["fold"], f["applied"]) for f in fits] == [(0, True), (1, True)]
+    assert fits[0]["slope"] == pytest.approx(0.5) and fits[0]["intercept"] == pytest.approx(10.0)
+
+
+def test_bias_is_fitted_on_inner_rows_only(tmp_path):
+    # Test predictions far off the inner line: the fit must not move, so corrected = (p - 10) / 0.5.
+    test_pred = [40.0, 5.0, 70.0, 1.0]
+    preds, _ = _run(tmp_path, [_planted(tmp_path, "m.parquet", "m", 0.5, 10.0, test_pred)], bias_correction=True)
+    fits = preds.attrs["brainage"]["bias_fits"]
+    assert all(f["slope"] == pytest.approx(0.5) and f["intercept"] == pytest.approx(10.0) for f in fits)
+    by_id = preds.set_index("participant_id")
+    np.testing.assert_allclose(by_id.loc[IDS, "predicted_age_corrected"], (np.array(test_pred) - 10.0) / 0.5)
+
+
+def test_dummy_guard_leaves_flat_predictions_uncorrected(tmp_path, caplog):
+    file = _planted(tmp_path, "d.parquet", "dummy", 0.0, 25.0)
+    with caplog.at_level(logging.INFO, logger="brainage.evaluate"):
+        preds, _ = _run(tmp_path, [file], bias_correction=True)
+    np.testing.assert_array_equal(preds["predicted_age_corrected"], preds["predicted_age"])
+    assert not any(f["applied"] for f in preds.attrs["brainage"]["bias_fits"])
+    assert "slope 0.000 below 0.1; predictions left uncorrected" in caplog.text
+
+
+def test_bias_correction_false_leaves_predictions(tmp_path):
+    preds, metrics = _run(tmp_path, [_planted(tmp_path, "m.parquet", "m", 0.5, 10.0)], bias_correction=False)
+    np.testing.assert_array_equal(preds["predicted_age_corrected"], preds["predicted_age"])
+    assert metrics.iloc[0]["mae_corrected"] == metrics.iloc[0]["mae"]
+
+
+def test_fit_bias_needs_two_distinct_ages():
+    with pytest.raises(ValueError, match=r"model 'm' fold 0: cannot fit .* on 2 'inner' predictions with ages \[30\.0\]"):
+        fit_bias(np.array([30.0, 30.0]), np.array([25.0, 26.0]), "model 'm' fold 0")
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        (_test_rows([1.0] * 4) + [("sub-02", 1, "test", 20.0, 3.0)], r"model 'm': subjects in more than one test row: sub-02"),
+        (_test_rows([1.0] * 4)[:3], r"model 'm': no test prediction for subjects sub-04"),
+    ],
+)
+def test_each_subject_once_per_model(tmp_path, rows, match):
+    files = [_write(tmp_path / "ok.parquet", "ok", _test_rows([1.0] * 4)), _write(tmp_path / "m.parquet", "m", rows)]
+    with pytest.raises(ValueError, match=match):
+        _run(tmp_path, files)
+
+
+def test_inner_and_test_rows_of_a_fold_must_not_share_subjects(tmp_path):
+    rows = _test_rows([12.0, 18.0, 33.0, 40.0], folds=(0, 0, 0, 0))
+    rows += [("sub-01", 0, "inner", 10.0, 11.0), ("sub-05", 0, "inner", 50.0, 45.0)]
+    with pytest.raises(ValueError, match=r"model 'm' fold 0: subjects both in 'inner' and 'test' rows: sub-01"):
+        _run(tmp_path, [_write(tmp_path / "m.parquet", "m", rows)], bias_correction=True)
+
+
+def test_bad_prediction_files(tmp_path):
+    bad_split = _write(tmp_path / "s.parquet", "m", [("sub-01", 0, "train", 10.0, 11.0)])
+    with pytest.raises(InputDataError, match=r"s\.parquet: split values \['train'\], expected only \['test', 'inner'\]"):
+        _run(tmp_path, [bad_split])
+    storage.write_table(tmp_path / "c.parquet", pd.DataFrame({"participant_id": ["sub-01"], "model": ["m"]}),
+                        kind="predictions")
+    with pytest.raises(InputDataError, match=r"c\.parquet: predictions lack columns \['fold', 'split', 'age'"):
+        _run(tmp_path, [tmp_path / "c.parquet"])
+    cohort = _write(tmp_path / "k.parquet", "m", _test_rows([1.0] * 4), kind="cohort")
+    with pytest.raises(ValueError, match=r"k\.parquet: holds 'cohort', expected 'predictions'"):
+        _run(tmp_path, [cohort])
+    with pytest.raises(ValueError, match=r"no prediction files given"):
+        _run(tmp_path, [])
+
+
+@pytest.mark.parametrize("params", [{}, {"bias_correction": True, "method": "linear"}])
+def test_params_must_be_the_evaluate_section(tmp_path, params):
+    file = _write(tmp_path / "m.parquet", "m", _test_rows([1.0] * 4))
+    with pytest.raises(ConfigError, match=r"evaluate params: expected keys \['bias_correction'\]"):
+        evaluate([file], params, tmp_path / "p.parquet", tmp_path / "m.tsv")
+
+
+def test_cli_run(tmp_path):
+    file = _planted(tmp_path, "m.parquet", "m", 0.5, 10.0)
+    out_pred, out_metrics = tmp_path / "p.parquet", tmp_path / "m.tsv"
+    args = ["run", "--predictions", str(file), "--params", '{"bias_correction": true}',
+            "--predictions-out", str(out_pred), "--metrics-out", str(out_metrics)]
+    assert main(args) == 0
+    assert pd.read_csv(out_metrics, sep="\t")["mae_corrected"].iloc[0] == pytest.approx(0.0, abs=1e-10)
+    args[args.index("--params") + 1] = '{"bias_correction": true, "x": 1}'
+    assert main(args) == 1

@@ -1,0 +1,186 @@
+"""Cohort and folds: manifest subjects that passed extraction QC, one fold table for every model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from brainage.errors import ConfigError, InputDataError
+from brainage.participants import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
+from brainage.splits import make_folds
+from brainage import storage
+from brainage.storage import read_json, write_table, write_tsv
+
+log = logging.getLogger(__name__)
+
+QC_KEYS = ("participant_id", "stage", "status", "reason", "n_frames_kept", "n_timepoints", "mean_fd")
+QC_STATUSES = ("included", "excluded")
+COHORT_COLUMNS = (*MANIFEST_COLUMNS, "n_timepoints", "n_frames_kept", "mean_fd")
+STAGE = "dataset"
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """The ``dataset`` config section (defaults live in config.schema.yaml, not here)."""
+
+    n_folds: int
+    group_by_site: bool
+
+    @classmethod
+    def from_dict(cls, params: dict) -> DatasetParams:
+        """Build from the config section; error on missing or unknown keys."""
+        expected = {"n_folds", "group_by_site"}
+        missing, unknown = expected - params.keys(), params.keys() - expected
+        if missing or unknown:
+            raise ConfigError(
+                f"dataset params: expected keys {sorted(expected)}, missing {sorted(missing)}, "
+                f"unknown {sorted(unknown)}"
+            )
+        return cls(n_folds=int(params["n_folds"]), group_by_site=bool(params["group_by_site"]))
+
+
+def read_qc(path: str | os.PathLike) -> dict:
+    """Read one subject's extraction QC record and check its keys and status.
+
+    Returns
+    -------
+    dict
+        The record, ``participant_id`` normalised to ``sub-<label>``.
+
+    Raises
+    ------
+    InputDataError
+        If keys are missing or ``status`` is not ``included`` / ``excluded``.
+    """
+    record = read_json(path)
+    missing = [k for k in QC_KEYS if k not in record]
+    if missing:
+        raise InputDataError(f"{path}: QC record lacks keys {missing} (expected {list(QC_KEYS)})")
+    if record["status"] not in QC_STATUSES:
+        raise InputDataError(f"{path}: QC status {record['status']!r}, expected one of {list(QC_STATUSES)}")
+    record["participant_id"] = "sub-" + str(record["participant_id"]).removeprefix("sub-")
+    return record
+
+
+def _read_qc_files(qc_files: list, manifest_ids: set[str]) -> dict[str, dict]:
+    """QC records by participant_id; records of subjects outside the manifest are skipped."""
+    records: dict[str, dict] = {}
+    sources: dict[str, str] = {}
+    for path in qc_files:
+        record = read_qc(path)
+        pid = record["participant_id"]
+        if pid in records:
+            raise InputDataError(f"{path}: second QC record for {pid} (first in {sources[pid]})")
+        if pid not in manifest_ids:
+            log.info("%s: %s is not in the manifest (excluded earlier); QC record ignored", path, pid)
+            continue
+        records[pid], sources[pid] = record, str(path)
+    return records
+
+
+def _read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    manifest = storage.read_tsv(path, dtype=str)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise InputDataError(f"{path}: manifest lacks columns {missing} (expected {list(MANIFEST_COLUMNS)})")
+    ages = pd.to_numeric(manifest["age"], errors="coerce").astype(float)
+    if ages.isna().any():
+        bad = manifest.loc[ages.isna(), "participant_id"].tolist()
+        raise InputDataError(f"{path}: manifest ages missing or not numbers for {bad}")
+    manifest["age"] = ages
+    return manifest
+
+
+def _read_exclusions(path: str | os.PathLike) -> pd.DataFrame:
+    exclusions = storage.read_tsv(path, dtype=str)
+    missing = [c for c in EXCLUSION_COLUMNS if c not in exclusions.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: exclusions table lacks columns {missing} (expected {list(EXCLUSION_COLUMNS)})"
+        )
+    return exclusions[list(EXCLUSION_COLUMNS)]
+
+
+def _apply_qc(manifest: pd.DataFrame, records: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the manifest into the cohort (QC included) and new exclusion rows."""
+    excluded, keep = [], []
+    for pid in manifest["participant_id"]:
+        record = records.get(pid)
+        if record is None:
+            excluded.append((pid, STAGE, "no extraction output"))
+        elif record["status"] == "excluded":
+            excluded.append((pid, record["stage"], record["reason"]))
+        keep.append(record is not None and record["status"] == "included")
+    for pid, stage, reason in excluded:
+        log.warning("excluding %s (%s): %s", pid, stage, reason)
+    cohort = manifest.loc[keep, list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    for key in ("n_timepoints", "n_frames_kept", "mean_fd"):
+        cohort[key] = [records[pid][key] for pid in cohort["participant_id"]]
+    cohort = cohort.astype({"n_timepoints": "int64", "n_frames_kept": "int64", "mean_fd": "float64"})
+    return cohort, pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+
+
+def build_cohort(
+    manifest: str | os.PathLike,
+    participant_exclusions: str | os.PathLike,
+    qc_files: list,
+    params: dict,
+    seed: int,
+    cohort_out: str | os.PathLike,
+    splits_out: str | os.PathLike,
+    exclusions_out: str | os.PathLike,
+) -> None:
+    """Write the cohort table, its folds and every exclusion so far.
+
+    Parameters
+    ----------
+    manifest : path-like
+        Participants manifest (``brainage.participants.build_manifest``).
+    participant_exclusions : path-like
+        Exclusions TSV of the participants stage.
+    qc_files : list of path-like
+        Extraction QC JSON records (participant_id, stage, status, reason, n_frames_kept,
+        n_timepoints, mean_fd, ...), one per subject.
+    params : dict
+        The ``dataset`` config section: ``n_folds`` (int), ``group_by_site`` (bool).
+    seed : int
+        The config seed; folds are shuffled with it.
+    cohort_out : path-like
+        cohort.parquet (kind ``cohort``): participant_id, dataset, site, age (years), sex,
+        n_timepoints, n_frames_kept, mean_fd (mm); manifest order.
+    splits_out : path-like
+        splits.tsv: participant_id, fold (``0 .. n_folds - 1``).
+    exclusions_out : path-like
+        exclusions.tsv: participant_id, stage, reason for every subject not in the cohort.
+
+    Raises
+    ------
+    InputDataError
+        Malformed manifest, exclusions table or QC record; two QC records for one subject.
+    ValueError
+        Too few subjects (or sites) for ``n_folds`` (see :func:`brainage.splits.make_folds`).
+    """
+    config = DatasetParams.from_dict(params)
+    table = _read_manifest(manifest)
+    records = _read_qc_files(qc_files, set(table["participant_id"]))
+    cohort, qc_exclusions = _apply_qc(table, records)
+    exclusions = pd.concat([_read_exclusions(participant_exclusions), qc_exclusions], ignore_index=True)
+    # A site left empty would become NaN; as its own "n/a" group it stays visible in grouped CV.
+    sites = cohort["site"].fillna("n/a").to_numpy()
+    folds = make_folds(cohort["age"].to_numpy(), sites, config.n_folds, config.group_by_site, seed)
+    provenance = {
+        "params": {"n_folds": config.n_folds, "group_by_site": config.group_by_site},
+        "seed": seed,
+        "n_subjects": len(cohort),
+        "n_excluded": len(exclusions),
+        "sources": {"manifest": str(manifest), "participant_exclusions": str(participant_exclusions),
+                    "qc_files": [str(p) for p in qc_files]},
+    }
+    write_table(cohort_out, cohort, kind="cohort", provenance=provenance)
+    write_tsv(splits_out, pd.DataFrame({"participant_id": cohort["participant_id"], "fold": folds}))
+    write_tsv(exclusions_out, exclusions)
+    log.info("cohort: %d subjects in %d folds, %d excluded", len(cohort), config.n_folds, len(exclusions))

@@ -1,0 +1,199 @@
+"""Participants manifest: read a BIDS participants.tsv, normalise it, exclude unusable rows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainage.errors import ConfigError, InputDataError
+from brainage import storage
+from brainage.storage import write_tsv
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("participant_id", "age", "sex", "site")
+MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex")
+EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
+STAGE = "participants"
+AGE_RANGE = (0.0, 120.0)  # years; outside it the value is a coding error, not a person
+SUBJECT_PLACEHOLDER = "{subject}"
+
+# BIDS labels are alphanumeric; anything else would break file names and Snakemake wildcards.
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+# BIDS participants.tsv uses "M"/"F"; spelled-out and lower-case variants are common in the wild.
+# Numeric codes (1/2) are not guessed: their meaning differs between datasets.
+_SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
+
+
+def _labels(ids: pd.Series, path: Path) -> list[str]:
+    """BIDS labels (no ``sub-``) of a participant_id column; error on empty, invalid or duplicated ids."""
+    labels = []
+    for row, value in enumerate(ids, start=1):
+        if not isinstance(value, str):
+            raise InputDataError(f"{path}: row {row} has no participant_id")
+        label = value.strip().removeprefix("sub-")
+        if not _LABEL.match(label):
+            raise InputDataError(
+                f"{path}: participant_id {value!r} in row {row} is not a BIDS label "
+                "(expected 'sub-' followed by letters and digits only)"
+            )
+        labels.append(label)
+    duplicated = sorted(set(pd.Series(labels)[pd.Series(labels).duplicated()]))
+    if duplicated:
+        listed = ", ".join("sub-" + x for x in duplicated)
+        raise InputDataError(f"{path}: duplicated participant_id: {listed}")
+    return labels
+
+
+def read_participant_ids(path: str | os.PathLike) -> list[str]:
+    """Return the participant labels of a participants table, without ``sub-``.
+
+    Cheap (pandas only): Snakemake calls it while building the DAG.
+
+    Parameters
+    ----------
+    path : path-like
+        BIDS participants.tsv; ids may be written with or without the ``sub-`` prefix.
+
+    Returns
+    -------
+    list of str
+        Labels in file order, e.g. ``["0050003", "0050004"]``.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing, has no ``participant_id`` column, or an id is empty,
+        not a BIDS label or duplicated.
+    """
+    path = Path(path)
+    table = storage.read_tsv(path, dtype=str)
+    if "participant_id" not in table.columns:
+        raise InputDataError(
+            f"{path}: no participant_id column (found columns: {', '.join(map(str, table.columns))})"
+        )
+    return _labels(table["participant_id"], path)
+
+
+def _normalise_sex(values: pd.Series, path: Path) -> pd.Series:
+    """Map sex codes to M / F / n/a (missing); unknown codes become n/a with a warning."""
+    lowered = values.str.strip().str.lower()
+    sex = lowered.map(_SEX)
+    unknown = sorted(set(values[lowered.notna() & sex.isna()]))
+    if unknown:
+        log.warning("%s: sex values %s are not M/F/male/female; written as n/a", path, unknown)
+    return sex
+
+
+def _age_problem(raw: object, age: float, path: Path, row: int) -> str | None:
+    """Reason to exclude a row because of its age, or None when the age is usable."""
+    if not isinstance(raw, str):
+        return f"no age in {path} row {row}"
+    if np.isnan(age):
+        return f"age {raw!r} is not a number in {path} row {row}"
+    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        return f"age {raw} is outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] years in {path} row {row}"
+    return None
+
+
+def bold_path(bold_template: str, label: str) -> Path:
+    """Path of one subject's preprocessed BOLD: ``{subject}`` in the template replaced by ``label``."""
+    # str.replace, not str.format: the template may hold other braces (BIDS entities never do,
+    # but a user's folder name might).
+    return Path(bold_template.replace(SUBJECT_PLACEHOLDER, label))
+
+
+def _check_columns(table: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: missing required columns {missing} "
+            f"(expected {list(REQUIRED_COLUMNS)}, found {list(map(str, table.columns))})"
+        )
+    if table.empty:
+        raise InputDataError(f"{path}: no participants (the table has a header but no rows)")
+
+
+def build_manifest(
+    participants: str | os.PathLike,
+    dataset: str,
+    bold_template: str,
+    out: str | os.PathLike,
+    exclusions_out: str | os.PathLike,
+) -> None:
+    """Write the participants manifest and the participants-stage exclusions.
+
+    Parameters
+    ----------
+    participants : path-like
+        BIDS participants.tsv (tab-separated, ``n/a`` = missing) with participant_id, age
+        (years), sex, site and any other columns (kept, after the manifest columns).
+    dataset : str
+        Dataset name written into every row (e.g. ``abide``).
+    bold_template : str
+        Path of a subject's preprocessed BOLD with a ``{subject}`` placeholder for the label
+        without ``sub-``.
+    out : path-like
+        Manifest TSV: participant_id (``sub-<label>``), dataset, site, age (float, years),
+        sex (M / F / n/a), then the extra columns.
+    exclusions_out : path-like
+        TSV of excluded subjects: participant_id, stage (``participants``), reason.
+
+    Raises
+    ------
+    InputDataError
+        File-level problems: missing file or required columns, empty table, invalid or
+        duplicated ids, or every subject excluded. Row-level problems (missing, non-numeric
+        or out-of-range age; no preprocessed BOLD) exclude that subject only.
+    ConfigError
+        If ``bold_template`` has no ``{subject}`` placeholder.
+    """
+    if SUBJECT_PLACEHOLDER not in bold_template:
+        raise ConfigError(f"bold_template {bold_template!r} has no {SUBJECT_PLACEHOLDER} placeholder")
+    path = Path(participants)
+    table = storage.read_tsv(path, dtype=str)
+    _check_columns(table, path)
+    labels = _labels(table["participant_id"], path)
+    ages = pd.to_numeric(table["age"], errors="coerce").astype(float)
+    reasons = []
+    for row, (label, raw, age) in enumerate(zip(labels, table["age"], ages), start=1):
+        reason = _age_problem(raw, age, path, row)
+        if reason is None and not bold_path(bold_template, label).is_file():
+            reason = f"no preprocessed BOLD: {bold_path(bold_template, label)}"
+        if reason is not None:
+            log.warning("excluding sub-%s: %s", label, reason)
+        reasons.append(reason)
+    keep = np.array([r is None for r in reasons])
+    if not keep.any():
+        raise InputDataError(f"{path}: all {len(table)} participants were excluded (reasons logged above)")
+
+    manifest = _manifest(table, labels, ages, dataset, path)
+    excluded = [(f"sub-{x}", STAGE, r) for x, r in zip(labels, reasons) if r is not None]
+    exclusions = pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    write_tsv(out, manifest[keep].reset_index(drop=True))
+    write_tsv(exclusions_out, exclusions)
+    log.info("%s: %d participants kept, %d excluded", path, int(keep.sum()), int((~keep).sum()))
+
+
+def _manifest(
+    table: pd.DataFrame, labels: list[str], ages: pd.Series, dataset: str, path: Path
+) -> pd.DataFrame:
+    """The manifest columns in their fixed order, then the table's other columns."""
+    if "dataset" in table.columns:
+        log.warning("%s: its 'dataset' column is replaced by the dataset name %r", path, dataset)
+    extra = [c for c in table.columns if c not in MANIFEST_COLUMNS]
+    manifest = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{x}" for x in labels],
+            "dataset": dataset,
+            "site": table["site"].str.strip(),
+            "age": ages,
+            "sex": _normalise_sex(table["sex"], path),
+        }
+    )
+    return pd.concat([manifest, table[extra]], axis=1)

@@ -1,0 +1,40 @@
+"""Command line: ``python -m brainage.participants manifest ...``."""
+
+from __future__ import annotations
+
+import argparse
+
+from brainage._cli import existing_file, run
+from brainage.participants import build_manifest
+
+
+def _manifest(args: argparse.Namespace) -> None:
+    build_manifest(
+        participants=args.participants,
+        dataset=args.dataset,
+        bold_template=args.bold_template,
+        out=args.out,
+        exclusions_out=args.exclusions_out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen verb; return the exit code."""
+    parser = argparse.ArgumentParser(prog="brainage.participants", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    manifest = verbs.add_parser("manifest", help="write the participants manifest and its exclusions")
+    manifest.add_argument("--participants", type=existing_file, required=True, help="BIDS participants.tsv")
+    manifest.add_argument("--dataset", required=True, help="dataset name written into the manifest")
+    manifest.add_argument(
+        "--bold-template",
+        required=True,
+        help="preprocessed BOLD path with a {subject} placeholder (label without sub-)",
+    )
+    manifest.add_argument("--out", required=True, help="manifest TSV to write")
+    manifest.add_argument("--exclusions-out", required=True, help="exclusions TSV to write")
+    manifest.set_defaults(func=_manifest)
+    return run(parser, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
