@@ -1,0 +1,179 @@
+"""Tests for brainage.extract.inputs: sidecar, BOLD, mask, atlas, label table, confounds lookup."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
+
+from brainage.errors import InputDataError
+from brainage.extract import extract_subject
+from brainage.extract.inputs import (
+    atlas_on_grid,
+    check_confounds_file,
+    find_confounds_file,
+    load_atlas,
+    load_bold,
+    load_mask,
+    masked_voxels,
+    read_atlas_labels,
+    read_repetition_time,
+    sidecar_path,
+)
+
+
+@pytest.fixture
+def subject(tmp_path):
+    return make_subject(tmp_path, n=40)
+
+
+def test_repetition_time_from_sidecar(subject):
+    assert sidecar_path(subject.bold).name.endswith("_desc-preproc_bold.json")
+    assert read_repetition_time(subject.bold) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (None, r"_bold.json: BOLD sidecar not found \(needed for RepetitionTime\)"),
+        ('{"TaskName": "rest"}', r"_bold.json: expected a positive number under 'RepetitionTime', found None"),
+        ('{"RepetitionTime": "2"}', r"_bold.json: expected a positive number .* found '2'"),
+        ("{not json", r"_bold.json: not valid JSON"),
+    ],
+)
+def test_repetition_time_errors(subject, content, match):
+    sidecar = sidecar_path(subject.bold)
+    if content is None:
+        sidecar.unlink()
+    else:
+        sidecar.write_text(content)
+    with pytest.raises(InputDataError, match=match):
+        read_repetition_time(subject.bold)
+
+
+def test_load_bold_4d_float32(subject):
+    img, data = load_bold(subject.bold)
+    assert data.shape == (8, 8, 8, 40) and data.dtype == np.float32
+    np.testing.assert_allclose(data, subject.truth["data"], rtol=1e-6)
+
+
+def test_load_bold_rejects_3d(subject):
+    rewrite_bold(subject, subject.truth["data"][..., 0])
+    with pytest.raises(InputDataError, match=r"desc-preproc_bold.nii.gz: expected a 4D image, found shape \(8, 8, 8\)"):
+        load_bold(subject.bold)
+
+
+def test_masked_voxels_and_non_finite(subject):
+    img, data = load_bold(subject.bold)
+    _, brain = load_mask(subject.mask, img)
+    voxels = masked_voxels(data, brain, subject.bold)
+    assert voxels.shape == (40, 6**3)
+    np.testing.assert_array_equal(voxels[:, 0], data[1, 1, 1])  # first in-mask voxel, C order
+    data[2, 2, 2, 5] = np.nan
+    data[3, 3, 3, 0] = np.inf
+    data[0, 0, 0, :] = np.nan  # outside the mask: ignored
+    with pytest.raises(InputDataError, match=r"desc-preproc_bold.nii.gz: 2 non-finite values \(NaN/inf\) inside"):
+        masked_voxels(data, brain, subject.bold)
+
+
+def test_mask_must_match_bold_grid(subject, tmp_path):
+    img, _ = load_bold(subject.bold)
+    shifted = tmp_path / "mask_shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.diag([4.0, 4, 4, 1])), shifted)
+    with pytest.raises(InputDataError, match=r"mask_shifted.nii.gz: expected a 3D mask on the BOLD grid"):
+        load_mask(shifted, img)
+    empty = tmp_path / "mask_empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), img.affine), empty)
+    with pytest.raises(InputDataError, match=r"mask_empty.nii.gz: brain mask has no voxel"):
+        load_mask(empty, img)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("value\tname\n1\troi_001\n", r"labels.tsv: expected columns 'index' and 'name', missing \['index'\]"),
+        ("index\tname\n1\troi_001\n1\troi_002\n", r"labels.tsv: expected unique positive integer 'index'"),
+        ("index\tname\n1\troi_001\n2.5\troi_002\n", r"labels.tsv: expected unique positive integer"),
+        ("index\tname\n1\troi_001\n2\troi_001\n", r"labels.tsv: .*1 repeated names"),
+    ],
+)
+def test_atlas_label_table_errors(tmp_path, text, match):
+    path = tmp_path / "labels.tsv"
+    path.write_text(text)
+    with pytest.raises(InputDataError, match=match):
+        read_atlas_labels(path)
+
+
+def test_atlas_label_table(subject):
+    table = read_atlas_labels(subject.atlas_labels)
+    assert table["index"].tolist() == list(range(1, 10))
+    assert table["name"].iloc[0] == "roi_001"
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (np.ones((4, 4, 4, 2)), r"bad_atlas.nii.gz: expected a 3D label image, found shape \(4, 4, 4, 2\)"),
+        (np.full((4, 4, 4), 1.5), r"bad_atlas.nii.gz: expected non-negative integer labels"),
+        (np.full((4, 4, 4), -1.0), r"bad_atlas.nii.gz: expected non-negative integer labels"),
+    ],
+)
+def test_atlas_image_errors(tmp_path, data, match):
+    path = tmp_path / "bad_atlas.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
+    with pytest.raises(InputDataError, match=match):
+        load_atlas(path)
+
+
+def test_confounds_lookup(subject, tmp_path):
+    assert find_confounds_file(subject.bold) == subject.confounds
+    assert check_confounds_file(subject.bold, subject.confounds) == subject.confounds
+    other = tmp_path / "elsewhere_desc-confounds_timeseries.tsv"
+    other.write_text("a\n1\n")
+    with pytest.raises(ValueError, match=r"--confounds .*elsewhere.* is not the file nilearn load_confounds reads"):
+        check_confounds_file(subject.bold, other)
+    # fMRIPrep < 20.2 name beside the new one: nilearn would refuse to choose.
+    old = subject.confounds.with_name("sub-01_task-rest_desc-confounds_regressors.tsv")
+    old.write_text("a\n1\n")
+    with pytest.raises(InputDataError, match=r"expected one fMRIPrep confounds file beside it.*regressors"):
+        find_confounds_file(subject.bold)
+    old.unlink()
+    subject.confounds.unlink()
+    with pytest.raises(InputDataError, match=r"desc-preproc_bold.nii.gz: expected one fMRIPrep confounds file.*found \[\]"):
+        find_confounds_file(subject.bold)
+
+
+def _cc200_subject(tmp_path, shared_data):
+    # 2 mm grid whose voxel centres never fall half-way between 3 mm atlas voxels, so
+    # nearest-neighbour has a single answer to compare against.
+    subject = make_subject(tmp_path, n=40, shape=(10, 10, 10), voxel_size=2.0, origin=(-10.4, -20.4, 10.4))
+    labels = tmp_path / "atlas" / "cc200.tsv"
+    labels.write_text("index\tname\n" + "".join(f"{i}\troi_{i:03d}\n" for i in range(1, 201)))
+    return subject, shared_data / "abide_pcp_atlases" / "CC200.nii.gz", labels
+
+
+def test_cc200_3mm_atlas_on_2mm_grid(tmp_path, shared_data):
+    subject, cc200, _ = _cc200_subject(tmp_path, shared_data)
+    atlas_img = load_atlas(cc200)
+    on_grid = atlas_on_grid(atlas_img, nib.load(subject.mask))
+    # Independent nearest neighbour: world coordinates of our voxels -> atlas voxel, rounded.
+    ijk = np.indices((10, 10, 10)).reshape(3, -1)
+    world = subject.truth["affine"][:3, :3] @ ijk + subject.truth["affine"][:3, 3:]
+    inv = np.linalg.inv(atlas_img.affine)
+    atlas_ijk = np.rint(inv[:3, :3] @ world + inv[:3, 3:]).astype(int)
+    expected = np.asarray(atlas_img.dataobj)[tuple(atlas_ijk)].reshape(10, 10, 10)
+    np.testing.assert_array_equal(on_grid, expected)
+
+
+def test_cc200_missing_regions_reported(tmp_path, shared_data):
+    subject, cc200, labels = _cc200_subject(tmp_path, shared_data)
+    out = outputs(tmp_path)
+    qc = extract_subject("sub-01", subject.bold, subject.mask, cc200, labels, extract_params(volume_voxel_size=4), **out)
+    on_grid = atlas_on_grid(load_atlas(cc200), nib.load(subject.mask))
+    present = set(np.unique(on_grid[subject.truth["brain"]]).tolist()) - {0}
+    assert 0 < len(present) < 200
+    assert qc["status"] == "included" and qc["n_regions"] == 200
+    assert qc["missing_regions"] == [f"roi_{i:03d}" for i in range(1, 201) if i not in present]
+    written = json.loads(out["qc_out"].read_text())
+    assert written["missing_regions"] == qc["missing_regions"]

@@ -1,0 +1,148 @@
+"""Tests for brainage.extract.subject and the CLI: outputs, QC, provenance, exclusions."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
+
+from brainage import __version__, storage
+from brainage.errors import ConfigError, InputDataError
+from brainage.extract import extract_subject
+from brainage.extract.__main__ import main
+from brainage.extract.params import ExtractParams
+
+
+def _cli_args(subject, out, params, confounds=None):
+    return [
+        "subject", "--participant-id", "sub-01", "--bold", str(subject.bold), "--mask", str(subject.mask),
+        "--confounds", str(confounds or subject.confounds), "--atlas", str(subject.atlas),
+        "--atlas-labels", str(subject.atlas_labels), "--params", json.dumps(params),
+        "--series-out", str(out["series_out"]), "--volumes-out", str(out["volumes_out"]),
+        "--qc-out", str(out["qc_out"]),
+    ]
+
+
+def test_cli_end_to_end(tmp_path):
+    subject = make_subject(tmp_path, fd_spikes={40: 0.9})
+    out = outputs(tmp_path)
+    params = extract_params()
+    assert main(_cli_args(subject, out, params)) == 0
+
+    qc = storage.read_json(out["qc_out"])
+    assert qc["status"] == "included" and qc["reason"] is None and qc["stage"] == "extract"
+    assert qc["n_timepoints"] == 100 and qc["n_frames_kept"] == 99 and qc["tr"] == 2.0
+    assert qc["max_fd"] == pytest.approx(0.9) and 0 < qc["mean_fd"] < 0.9
+    assert qc["n_regions"] == 9 and qc["missing_regions"] == ["roi_009"]
+    assert qc["volume_shape"] == [4, 4, 4] and qc["strategy"] == params["strategy"]
+    assert qc["bold"] == subject.bold.name
+
+    series = storage.read_timeseries(out["series_out"])
+    assert series.participant_id == "sub-01" and series.data.shape == (99, 9)
+    assert series.labels == [f"roi_{i:03d}" for i in range(1, 10)]
+    np.testing.assert_allclose(series.data[:, :8].std(axis=0, ddof=1), 1.0, rtol=1e-4)
+    meta = series.metadata
+    assert meta["frames"] == [k for k in range(100) if k != 40]
+    assert meta["params"] == params and meta["tr"] == 2.0 and meta["package_version"] == __version__
+    assert meta["sources"] == {
+        "bold": subject.bold.name, "mask": subject.mask.name, "confounds": subject.confounds.name,
+        "atlas": subject.atlas.name, "atlas_labels": subject.atlas_labels.name,
+    }
+    vols = storage.read_volumes(out["volumes_out"])
+    assert vols.data.shape == (99, qc["n_volume_voxels"])
+    assert vols.metadata["frames"] == meta["frames"]
+
+
+def _no_tr(subject):
+    subject.bold.with_name(subject.bold.name.replace(".nii.gz", ".json")).write_text('{"TaskName": "rest"}')
+
+
+def _three_d(subject):
+    rewrite_bold(subject, subject.truth["data"][..., 0])
+
+
+def _nans(subject):
+    data = subject.truth["data"].copy()
+    data[3, 3, 3, :4] = np.nan
+    rewrite_bold(subject, data)
+
+
+BAD_INPUTS = {
+    "sidecar without RepetitionTime": (
+        _no_tr, {}, r"_desc-preproc_bold.json: expected a positive number under 'RepetitionTime'"),
+    "3D BOLD": (_three_d, {}, r"_desc-preproc_bold.nii.gz: expected a 4D image, found shape \(8, 8, 8\)"),
+    "NaNs in the mask": (_nans, {}, r"_desc-preproc_bold.nii.gz: 4 non-finite values"),
+    "too few frames": (
+        None, {"fd_spikes": {k: 1.0 for k in range(1, 100, 4)}},
+        r"_desc-confounds_timeseries.tsv: 0 of 100 frames left after censoring \(FD > 0.5 mm"),
+    "confounds missing columns": (
+        None, {"edit_confounds": lambda c: c.drop(columns=["white_matter", "csf"])},
+        r"_desc-confounds_timeseries.tsv: cannot select confounds .*wm_csf"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_excluded_with_empty_outputs(tmp_path, capsys, case):
+    damage, fixture_args, match = BAD_INPUTS[case]
+    subject = make_subject(tmp_path, **fixture_args)
+    if damage is not None:
+        damage(subject)
+    out = outputs(tmp_path)
+    assert main(_cli_args(subject, out, extract_params())) == 0
+
+    qc = storage.read_json(out["qc_out"])
+    assert qc["status"] == "excluded"
+    assert re.search(match, qc["reason"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "sub-01 excluded: " + qc["reason"] in errors[0]
+    series = storage.read_timeseries(out["series_out"])
+    assert series.data.shape == (0, 9) and series.labels[0] == "roi_001"
+    assert series.metadata["status"] == "excluded" and series.metadata["reason"] == qc["reason"]
+    vols = storage.read_volumes(out["volumes_out"])
+    assert vols.data.shape == (0, 0) and vols.mask.shape == (1, 1, 1)
+
+
+def test_excluded_qc_keeps_what_was_known(tmp_path):
+    subject = make_subject(tmp_path, fd_spikes={k: 1.0 for k in range(1, 100, 4)})
+    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
+                         extract_params(), **outputs(tmp_path))
+    assert qc["status"] == "excluded" and qc["tr"] == 2.0 and qc["n_timepoints"] == 100
+    assert qc["max_fd"] == pytest.approx(1.0) and qc["n_frames_kept"] is None
+
+
+def test_config_problems_fail_the_job(tmp_path):
+    subject = make_subject(tmp_path, n=40)
+    out = outputs(tmp_path)
+    with pytest.raises(ConfigError, match=r"extract.volume_voxel_size=6 mm .*found BOLD voxel size \(4.0, 4.0, 4.0\)"):
+        extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
+                        extract_params(volume_voxel_size=6, min_frames=10), **out)
+    assert not out["qc_out"].exists()
+    assert main(_cli_args(subject, out, extract_params(volume_voxel_size=6))) == 1
+    assert main(_cli_args(subject, out, {**extract_params(), "bogus": 1})) == 1
+    assert not out["qc_out"].exists()
+
+
+def test_bad_atlas_table_fails_the_job(tmp_path):
+    subject = make_subject(tmp_path, n=40)
+    subject.atlas_labels.write_text("label\tname\n1\troi_001\n")
+    with pytest.raises(InputDataError, match=r"octants.tsv: expected columns 'index' and 'name'"):
+        extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
+                        extract_params(), **outputs(tmp_path))
+
+
+def test_cli_rejects_confounds_that_nilearn_would_not_read(tmp_path):
+    subject = make_subject(tmp_path, n=40)
+    wrong = tmp_path / "sub-02_task-rest_desc-confounds_timeseries.tsv"
+    wrong.write_text(subject.confounds.read_text())
+    out = outputs(tmp_path)
+    assert main(_cli_args(subject, out, extract_params(min_frames=10), confounds=wrong)) == 1
+    assert not out["qc_out"].exists()
+
+
+def test_params_need_every_schema_key():
+    params = extract_params()
+    del params["min_frames"]
+    with pytest.raises(ConfigError, match=r"missing keys \['min_frames'\], unknown keys \[\]"):
+        ExtractParams.from_dict(params)
+    assert ExtractParams.from_dict(extract_params()).to_dict() == extract_params()

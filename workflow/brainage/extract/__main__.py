@@ -1,0 +1,60 @@
+"""Command line: ``python -m brainage.extract subject ...`` (one subject per call)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brainage._cli import existing_file, json_object, run
+from brainage.extract.subject import extract_subject
+
+
+def _subject(args: argparse.Namespace) -> None:
+    extract_subject(
+        args.participant_id,
+        args.bold,
+        args.mask,
+        args.atlas,
+        args.atlas_labels,
+        args.params,
+        args.series_out,
+        args.volumes_out,
+        args.qc_out,
+        confounds=args.confounds,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser with one sub-command per verb."""
+    parser = argparse.ArgumentParser(prog="python -m brainage.extract", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    sub = verbs.add_parser(
+        "subject",
+        help="denoise one subject's fMRIPrep BOLD; write ROI series, volumes and QC",
+        description="Excluded subjects (bad data) get a QC record with the reason and empty "
+        "outputs; the exit code stays 0.",
+    )
+    sub.add_argument("--participant-id", required=True, help="e.g. sub-001")
+    sub.add_argument("--bold", required=True, type=existing_file, help="*_desc-preproc_bold.nii.gz")
+    sub.add_argument("--mask", required=True, type=existing_file, help="*_desc-brain_mask.nii.gz")
+    sub.add_argument("--confounds", required=True, type=existing_file,
+                     help="*_desc-confounds_timeseries.tsv (checked to be the one nilearn reads)")
+    sub.add_argument("--atlas", required=True, type=existing_file, help="integer label NIfTI")
+    sub.add_argument("--atlas-labels", required=True, type=existing_file,
+                     help="TSV with columns index, name")
+    sub.add_argument("--params", required=True, type=json_object,
+                     help="the 'extract' config section as a JSON object")
+    sub.add_argument("--series-out", required=True, type=Path, help="ROI series Parquet")
+    sub.add_argument("--volumes-out", required=True, type=Path, help="downsampled volumes Parquet")
+    sub.add_argument("--qc-out", required=True, type=Path, help="QC JSON")
+    sub.set_defaults(func=_subject)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
