@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import brainage.demo
+import brainage.models
 import brainage.participants
 
 # Defaults from the schema are filled in; an unknown or malformed key stops here, named.
@@ -22,8 +23,6 @@ PARTICIPANTS = (
 )
 MODELS = list(config["models"])
 FOLDS = list(range(config["dataset"]["n_folds"]))
-# Models that read the downsampled volumes; every other model reads the ROI series.
-VOLUME_MODELS = {"cnn_rnn"}
 
 # fMRIPrep file names (23-25), with {subject} the BIDS label without "sub-".
 _FUNC = DERIV + "/sub-{subject}/func/sub-{subject}_task-" + TASK
@@ -95,8 +94,8 @@ def subject_outputs(kind):
 
 
 def model_inputs(wildcards):
-    """The per-subject files a model reads: volumes for the CNN-RNN, ROI series otherwise."""
-    return subject_outputs("volumes" if wildcards.model in VOLUME_MODELS else "series")
+    """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
+    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)
 
 
 def model_outputs(name):

@@ -1,0 +1,280 @@
+"""Tests for brainage.models: registry, contract over every model, planted effects, parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from train_fixtures import TINY_PARAMS, ages_for, blob_mask, planted_series, planted_volumes
+
+from brainage.errors import ConfigError
+from brainage.models import get_model, list_models, make_config
+from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes
+from brainage.models.roi_gru import RoiGruNet
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _data(kind: str, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ages = ages_for(n, rng)
+    X = planted_series(ages, rng, n_timepoints=30, offset=2.0) if kind == "series" else planted_volumes(ages, rng)
+    return X, ages
+
+
+def _n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def test_list_models_names_every_registered_model():
+    assert list_models() == ["cnn_rnn", "connectome_ridge", "dummy", "roi_gru"]
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru"):
+        get_model("nope", {}, 0)
+
+
+def test_unknown_parameter_is_named_with_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"'roi_gru': unknown parameter\(s\) hiden; allowed: batch_size, conv_channels"):
+        get_model("roi_gru", {"hiden": 3}, 0)
+    with pytest.raises(ValueError, match=r"'dummy': unknown parameter\(s\) alpha; allowed: none"):
+        get_model("dummy", {"alpha": 1}, 0)
+
+
+def _schema_defaults() -> dict:
+    schema = yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text())
+    models = schema["properties"]["models"]["properties"]
+    return {name: {k: v.get("default") for k, v in spec.get("properties", {}).items()} for name, spec in models.items()}
+
+
+def test_config_defaults_equal_the_schema_defaults():
+    defaults = _schema_defaults()
+    assert sorted(defaults) == list_models()
+    for name, expected in defaults.items():
+        config = make_config(name, {})
+        got = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+        assert got == expected, name
+
+
+def test_config_yaml_models_build():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name, params in config["models"].items():
+        model = get_model(name, params, seed=1)
+        assert dataclasses.asdict(model.config) == {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("connectome_ridge", {"kind": "covariance"}, "kind 'covariance' is not one of correlation, tangent"),
+        ("connectome_ridge", {"alphas": []}, "alphas must be a non-empty list of positive numbers"),
+        ("connectome_ridge", {"alphas": [1.0, -2.0]}, "alphas must be a non-empty list of positive numbers"),
+        ("cnn_rnn", {"rnn": "rnn"}, "rnn 'rnn' is not one of gru, lstm"),
+        ("cnn_rnn", {"channels": []}, "channels must be a non-empty list of integers >= 1"),
+        ("cnn_rnn", {"channels": [8, 0]}, "channels must be a non-empty list of integers >= 1"),
+        ("roi_gru", {"conv_channels": 0}, "conv_channels must be an integer >= 1, got 0"),
+        ("roi_gru", {"window": 1}, "window must be an integer >= 2, got 1"),
+        ("cnn_rnn", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+        ("roi_gru", {"dropout": 0.95}, r"need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got lr=0.003"),
+        ("roi_gru", {"lr": 0.0}, r"need lr > 0.*got lr=0.0,"),
+    ],
+)
+def test_invalid_parameter_values(name, params, match):
+    with pytest.raises(ConfigError, match=match):
+        get_model(name, params, 0)
+
+
+# --- contract over every registered model ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_fits_and_predicts_one_age_per_subject(name):
+    model = get_model(name, TINY_PARAMS[name], seed=3)
+    X, ages = _data(model.input_kind, 10)
+    assert model.fit(X[:8], ages[:8], X[8:], ages[8:]) is model
+    pred = model.predict(X)
+    assert pred.shape == (10,) and pred.dtype == np.float64 and np.all(np.isfinite(pred))
+    assert isinstance(model.fit_info_, dict)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_rejects_bad_inputs(name):
+    model = get_model(name, TINY_PARAMS[name], seed=3)
+    X, ages = _data(model.input_kind, 6)
+    with pytest.raises(ValueError, match=f"{name}: 5 ages for 6 subjects"):
+        model.fit(X, ages[:5])
+    with pytest.raises(ValueError, match=f"{name}: no subjects given"):
+        model.fit([], [])
+    with pytest.raises(ValueError, match=f"{name}: subject 1 has an array of shape \\(3,\\); expected"):
+        model.fit([X[0], np.zeros(3)], ages[:2])
+    with pytest.raises(ValueError, match=f"{name}: ages must be finite"):
+        model.fit(X[:2], [np.nan, 3.0])
+
+
+@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+def test_torch_models_reject_other_frame_shapes(name):
+    model = get_model(name, TINY_PARAMS[name], seed=3)
+    X, ages = _data(model.input_kind, 6)
+    model.fit(X, ages)
+    with pytest.raises(ValueError, match=f"{name}: every subject needs frames of shape"):
+        model.predict([x[:, :-1] for x in X])
+
+
+# --- baselines ---------------------------------------------------------------------------
+
+
+def test_dummy_predicts_the_training_mean_exactly():
+    X, _ = _data("series", 4)
+    model = get_model("dummy", {}, 0).fit(X, [10.0, 20.0, 30.0, 60.0])
+    np.testing.assert_array_equal(model.predict(X[:3]), [30.0, 30.0, 30.0])
+
+
+def test_connectome_ridge_recovers_a_planted_connectivity_effect():
+    rng = np.random.default_rng(7)
+    ages = ages_for(90, rng)
+    X = planted_series(ages, rng, n_timepoints=300, n_regions=6)
+    model = get_model("connectome_ridge", {}, 0).fit(X[:60], ages[:60])
+    r = np.corrcoef(model.predict(X[60:]), ages[60:])[0, 1]
+    assert r > 0.9
+
+
+def test_connectome_ridge_parameters_change_the_model():
+    X, ages = _data("series", 20)
+    base = get_model("connectome_ridge", {"kind": "correlation", "alphas": [1.0]}, 0).fit(X, ages)
+    assert base.fit_info_["alpha"] == 1.0
+    tangent = get_model("connectome_ridge", {"kind": "tangent", "alphas": [1.0]}, 0).fit(X, ages)
+    assert tangent.pipeline_.named_steps["connectivity"].kind == "tangent"
+    assert not np.allclose(base.predict(X), tangent.predict(X))
+    heavy = get_model("connectome_ridge", {"kind": "correlation", "alphas": [1e6]}, 0).fit(X, ages)
+    assert heavy.fit_info_["alpha"] == 1e6
+    # A huge penalty shrinks every prediction towards the mean age.
+    assert np.std(heavy.predict(X)) < 0.1 * np.std(base.predict(X))
+
+
+# --- torch networks ---------------------------------------------------------------------
+
+
+def test_roi_gru_network_one_batch_shape():
+    net = RoiGruNet(n_regions=5, conv_channels=4, hidden=3, dropout=0.0)
+    assert net(torch.randn(7, 11, 5)).shape == (7,)
+
+
+def test_cnn_rnn_network_one_batch_shape_and_frames_in_one_call():
+    net = CnnRnnNet((2, 3), hidden=4, rnn="gru", dropout=0.0)
+    calls = []
+    net.encoder.register_forward_hook(lambda mod, inp, out: calls.append((inp[0].shape, out.shape)))
+    assert net(torch.randn(3, 5, 9, 10, 8)).shape == (3,)
+    # One encoder call on all B*T frames, each embedded into C*(1+8) features.
+    assert calls == [(torch.Size([15, 1, 9, 10, 8]), torch.Size([15, 3 * 9]))]
+
+
+@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+def test_training_loss_decreases_on_a_planted_set(name):
+    params = dict(TINY_PARAMS[name], epochs=20, lr=0.02, dropout=0.0)
+    model = get_model(name, params, seed=5)
+    X, ages = _data(model.input_kind, 16)
+    loss = model.fit(X, ages).history_.train_loss
+    assert len(loss) == 20
+    # Per-epoch losses are noisy (random windows, batches of 4): compare averages.
+    assert np.mean(loss[-5:]) < 0.6 * np.mean(loss[:2])
+
+
+def _network(name: str, params: dict):
+    model = get_model(name, params, 0)
+    X, ages = _data(model.input_kind, 6)
+    return model.fit(X, ages).network_
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "value"),
+    [("roi_gru", "hidden", 5), ("roi_gru", "conv_channels", 3), ("cnn_rnn", "hidden", 9),
+     ("cnn_rnn", "channels", [3]), ("cnn_rnn", "channels", [2, 4, 5]), ("cnn_rnn", "rnn", "lstm")],
+)
+def test_architecture_parameters_change_the_network(name, param, value):
+    base = _network(name, TINY_PARAMS[name])
+    other = _network(name, dict(TINY_PARAMS[name], **{param: value}))
+    assert _n_params(other) != _n_params(base)
+    if param == "rnn":
+        assert isinstance(other.rnn, torch.nn.LSTM) and isinstance(base.rnn, torch.nn.GRU)
+
+
+@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+def test_dropout_and_loop_parameters_reach_the_network_and_loop(name):
+    model = get_model(name, dict(TINY_PARAMS[name], dropout=0.37, patience=4, lr=0.5, weight_decay=0.25,
+                                 batch_size=3, epochs=7), 0)
+    X, ages = _data(model.input_kind, 6)
+    assert model.fit(X, ages).network_.dropout.p == 0.37
+    s = model.loop_settings()
+    assert (s.patience, s.lr, s.weight_decay, s.batch_size, s.epochs) == (4, 0.5, 0.25, 3, 7)
+    assert model.history_.epochs_run == 7
+
+
+_TRAINING_CHANGES = [("roi_gru", k, v) for k, v in
+                     [("window", 5), ("epochs", 4), ("batch_size", 2), ("lr", 0.05), ("weight_decay", 5.0),
+                      ("dropout", 0.6)]] + \
+                    [("cnn_rnn", k, v) for k, v in
+                     [("window", 3), ("epochs", 3), ("batch_size", 2), ("lr", 0.05), ("weight_decay", 5.0),
+                      ("dropout", 0.6), ("flip", False)]]
+
+
+@pytest.mark.parametrize(("name", "param", "value"), _TRAINING_CHANGES)
+def test_training_parameters_change_the_predictions(name, param, value):
+    model = get_model(name, TINY_PARAMS[name], seed=2)
+    X, ages = _data(model.input_kind, 8)
+    base = model.fit(X, ages).predict(X)
+    other = get_model(name, dict(TINY_PARAMS[name], **{param: value}), seed=2).fit(X, ages).predict(X)
+    assert not np.allclose(base, other)
+
+
+@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+def test_same_seed_gives_identical_predictions(name):
+    X, ages = _data("series" if name == "roi_gru" else "volumes", 8)
+    runs = [get_model(name, TINY_PARAMS[name], seed=s).fit(X[:6], ages[:6], X[6:], ages[6:]).predict(X)
+            for s in (11, 11, 12)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+# --- augmentation -----------------------------------------------------------------------
+
+
+def test_augment_volumes_flips_left_right_and_jitters_inside_the_brain_only():
+    x = torch.from_numpy(np.stack(planted_volumes(np.full(16, 40.0), np.random.default_rng(0), n_timepoints=3)))
+    gen = torch.Generator().manual_seed(0)
+    same = augment_volumes(x, gen, flip=False, scale_std=0.0, noise_std=0.0)
+    torch.testing.assert_close(same, x)
+    flipped = augment_volumes(x, gen, flip=True, scale_std=0.0, noise_std=0.0)
+    is_flipped = [bool(torch.equal(f, s.flip(1))) for f, s in zip(flipped, x)]
+    is_same = [bool(torch.equal(f, s)) for f, s in zip(flipped, x)]
+    assert all(a != b for a, b in zip(is_flipped, is_same))  # planted blob is not symmetric
+    assert 0 < sum(is_flipped) < 16
+    noisy = augment_volumes(x, gen, flip=False)
+    outside = torch.from_numpy(~blob_mask())
+    assert torch.all(noisy[:, :, outside] == 0) and not torch.equal(noisy, x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cnn_rnn_trains_on_cuda():
+    model = get_model("cnn_rnn", TINY_PARAMS["cnn_rnn"], seed=1)
+    X, ages = _data("volumes", 8)
+    pred = model.fit(X[:6], ages[:6], X[6:], ages[6:]).predict(X)
+    assert model.device_.type == "cuda" and next(model.network_.parameters()).is_cuda
+    assert pred.shape == (8,) and np.all(np.isfinite(pred))

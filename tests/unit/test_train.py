@@ -1,0 +1,249 @@
+"""Tests for brainage.train: inputs and windows, the loop, seeds, inner split, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from train_fixtures import TINY_PARAMS, blob_mask, write_study
+
+from brainage import storage
+from brainage.errors import InputDataError
+from brainage.train.__main__ import main
+from brainage.train.checkpoint import load_checkpoint
+from brainage.train.data import WindowDataset, load_inputs, pad_left, sliding_windows
+from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
+from brainage.train.loop import LoopSettings, train_network
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- windows and inputs -----------------------------------------------------------------
+
+
+def test_pad_left_prepends_zero_frames():
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(pad_left(a, 5), [[0, 0], [0, 0], [0, 1], [2, 3], [4, 5]])
+    assert pad_left(a, 2) is a
+
+
+def test_sliding_windows_tile_the_run_and_end_on_its_last_frame():
+    a = np.arange(10, dtype=np.float16)[:, None] * np.ones((1, 2), np.float16)
+    w = sliding_windows(a, 4)
+    assert w.shape == (3, 4, 2) and w.dtype == np.float32
+    np.testing.assert_array_equal(w[:, :, 0], [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]])
+    np.testing.assert_array_equal(sliding_windows(a[:3], 4)[:, :, 0], [[0, 0, 1, 2]])
+    assert sliding_windows(a[:8], 4).shape == (2, 4, 2)
+
+
+def test_window_dataset_cuts_contiguous_random_windows():
+    arrays = [np.arange(20, dtype=np.float32)[:, None], np.arange(3, dtype=np.float32)[:, None] + 1]
+    ds = WindowDataset(arrays, np.array([0.5, -1.0]), window=5, rng=np.random.default_rng(0))
+    starts = set()
+    for _ in range(20):
+        x, y = ds[0]
+        assert x.shape == (5, 1) and x.dtype == torch.float32 and float(y) == 0.5
+        np.testing.assert_array_equal(np.diff(x[:, 0].numpy()), 1.0)
+        starts.add(float(x[0, 0]))
+    assert len(starts) > 3 and max(starts) <= 15
+    np.testing.assert_array_equal(ds[1][0][:, 0].numpy(), [0, 0, 1, 2, 3])
+    with pytest.raises(ValueError, match="2 arrays for 1 targets"):
+        WindowDataset(arrays, np.array([1.0]), 5, np.random.default_rng(0))
+
+
+def test_load_inputs_reads_cohort_subjects_in_order_and_ignores_others(tmp_path):
+    study = write_study(tmp_path, n=4, extra=2)
+    arrays, sources = load_inputs(study["inputs"][::-1], ["sub-02", "sub-00"], "series")
+    assert sources == ["sub-02_timeseries.parquet", "sub-00_timeseries.parquet"]
+    np.testing.assert_array_equal(arrays[1], storage.read_timeseries(study["inputs"][0]).data)
+    assert arrays[0].dtype == np.float32 and arrays[0].shape[1] == 6
+
+
+def test_load_inputs_volumes_are_full_grids(tmp_path):
+    study = write_study(tmp_path, n=3, kind="volumes")
+    (grid,), _ = load_inputs(study["inputs"], ["sub-01"], "volumes")
+    assert grid.shape == (10, *blob_mask().shape) and grid.dtype == np.float16
+    assert np.all(grid[:, ~blob_mask()] == 0) and np.all(grid[:, blob_mask()] != 0)
+
+
+def test_load_inputs_errors(tmp_path):
+    study = write_study(tmp_path, n=3)
+    with pytest.raises(InputDataError, match=r"no series file for cohort participant\(s\) sub-01, sub-07"):
+        load_inputs([study["inputs"][0], study["inputs"][2]], ["sub-00", "sub-01", "sub-07"], "series")
+    storage.write_timeseries(tmp_path / "dup.parquet", np.zeros((5, 6)), list("abcdef"), participant_id="sub-00")
+    with pytest.raises(InputDataError, match="dup.parquet: participant 'sub-00' already has an input file"):
+        load_inputs(study["inputs"] + [tmp_path / "dup.parquet"], ["sub-00"], "series")
+    storage.write_timeseries(tmp_path / "other.parquet", np.zeros((5, 2)), ["a", "b"], participant_id="sub-09")
+    with pytest.raises(InputDataError, match="other.parquet: series layout .* differs from the first subject's"):
+        load_inputs(study["inputs"] + [tmp_path / "other.parquet"], ["sub-00", "sub-09"], "series")
+    storage.write_timeseries(tmp_path / "empty.parquet", np.zeros((0, 6)), [f"roi_{j:03d}" for j in range(6)],
+                             participant_id="sub-08")
+    with pytest.raises(InputDataError, match="empty.parquet: participant 'sub-08' has no time points"):
+        load_inputs([tmp_path / "empty.parquet"], ["sub-08"], "series")
+    with pytest.raises(ValueError, match="holds 'timeseries', expected 'volumes'"):
+        load_inputs(study["inputs"], ["sub-00"], "volumes")
+    with pytest.raises(ValueError, match="unknown input kind 'images'"):
+        load_inputs(study["inputs"], ["sub-00"], "images")
+
+
+# --- loop -------------------------------------------------------------------------------
+
+
+def test_loop_stops_early_and_restores_the_best_weights():
+    net = torch.nn.Linear(3, 1)
+    model = torch.nn.Sequential(torch.nn.Flatten(1), net, torch.nn.Flatten(0))  # (B, 1, 3) -> (B,)
+    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1, np.random.default_rng(0))
+    maes, snapshots = iter([5.0, 4.0, 4.5, 6.0, 3.0]), []
+
+    def validate(m):
+        snapshots.append(net.weight.detach().clone())
+        return next(maes)
+
+    settings = LoopSettings(epochs=5, batch_size=2, lr=0.1, weight_decay=0.0, patience=2)
+    history = train_network(model, data, settings, generator=torch.Generator().manual_seed(0),
+                            device=torch.device("cpu"), validate=validate)
+    assert (history.epochs_run, history.best_epoch, history.valid_mae) == (4, 2, [5.0, 4.0, 4.5, 6.0])
+    torch.testing.assert_close(net.weight, snapshots[1])
+    assert not torch.equal(snapshots[1], snapshots[3])
+    assert len(history.train_loss) == 4
+
+
+# --- seeds, design, inner split ---------------------------------------------------------
+
+
+def test_derive_seeds_follows_the_seed_sequence_formula():
+    seeds = derive_seeds(42, 3, "roi_gru")
+    expected = np.random.SeedSequence([42, 3, zlib.crc32(b"roi_gru")]).generate_state(2)
+    assert (seeds["model"], seeds["split"]) == tuple(int(s) for s in expected)
+    assert seeds == derive_seeds(42, 3, "roi_gru")
+    assert seeds["model"] != derive_seeds(42, 2, "roi_gru")["model"] != derive_seeds(42, 3, "cnn_rnn")["model"]
+    json.dumps(seeds)
+
+
+def test_inner_split_takes_one_subject_per_age_block():
+    ages = np.arange(20.0)[::-1]
+    valid = inner_split(ages, 0.2, np.random.default_rng(0))
+    assert valid.sum() == 4
+    np.testing.assert_array_equal(np.sort(ages[valid]) // 5, [0, 1, 2, 3])
+    np.testing.assert_array_equal(valid, inner_split(ages, 0.2, np.random.default_rng(0)))
+    assert inner_split(np.array([3.0, 1.0]), 0.2, np.random.default_rng(0)).sum() == 1
+    with pytest.raises(ValueError, match="at least 2 subjects, got 1"):
+        inner_split(np.array([3.0]), 0.2, np.random.default_rng(0))
+
+
+def test_read_design_errors(tmp_path):
+    study = write_study(tmp_path, n=6, n_folds=3)
+    design = read_design(study["cohort"], study["splits"], 1)
+    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "test"]
+    with pytest.raises(InputDataError, match=r"fold 5 has 0 test and 6 training.*folds present: \[0, 1, 2\]"):
+        read_design(study["cohort"], study["splits"], 5)
+    storage.write_tsv(tmp_path / "bad.tsv", pd.DataFrame({"participant_id": ["sub-00"], "fold": [0]}))
+    with pytest.raises(InputDataError, match=r"bad.tsv: no fold for cohort participant\(s\) sub-01, sub-02"):
+        read_design(study["cohort"], tmp_path / "bad.tsv", 0)
+    storage.write_tsv(tmp_path / "cols.tsv", pd.DataFrame({"participant_id": ["sub-00"], "split": [0]}))
+    with pytest.raises(InputDataError, match=r"cols.tsv: needs columns \['fold', 'participant_id'\]"):
+        read_design(study["cohort"], tmp_path / "cols.tsv", 0)
+    cohort = storage.read_table(study["cohort"]).assign(age=np.nan)
+    storage.write_table(tmp_path / "nan.parquet", cohort, kind="cohort")
+    with pytest.raises(InputDataError, match="nan.parquet: every cohort subject needs a finite age"):
+        read_design(tmp_path / "nan.parquet", study["splits"], 0)
+
+
+# --- the stage end to end ---------------------------------------------------------------
+
+
+def _cli(study, out, model="dummy", fold=1, seed=42, params=None, inputs=None):
+    return main(["model", "--model", model, "--fold", str(fold), "--cohort", str(study["cohort"]),
+                 "--splits", str(study["splits"]), "--inputs", *map(str, inputs or study["inputs"]),
+                 "--params", json.dumps(TINY_PARAMS[model] if params is None else params),
+                 "--seed", str(seed), "--threads", "1", "--out-dir", str(out)])
+
+
+def test_cli_dummy_writes_predictions_and_card(tmp_path):
+    study = write_study(tmp_path, n=12, n_folds=3, extra=1)
+    assert _cli(study, tmp_path / "out") == 0
+    pred = storage.read_table(tmp_path / "out" / "predictions.parquet", kind="predictions")
+    assert list(pred.columns) == ["participant_id", "model", "fold", "split", "age", "predicted_age"]
+    test_ids = [pid for pid, f in zip(study["ids"], study["folds"]) if f == 1]
+    assert sorted(pred.loc[pred["split"] == "test", "participant_id"]) == test_ids
+    assert len(pred) == 12 and "sub-12" not in set(pred["participant_id"])  # the excluded subject
+    assert set(pred["split"]) == {"test", "inner"} and (pred["fold"] == 1).all() and (pred["model"] == "dummy").all()
+    train_ages = [a for a, f in zip(study["ages"], study["folds"]) if f != 1]
+    np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], np.mean(train_ages))
+    card = storage.read_json(tmp_path / "out" / "card.json")
+    assert (card["n_train"], card["n_inner"], card["n_test"]) == (8, 8, 4)
+    assert card["seeds"] == derive_seeds(42, 1, "dummy") and card["params"] == {} and card["input_kind"] == "series"
+    assert set(card["versions"]) >= {"brainage", "torch", "sklearn", "nilearn", "numpy"}
+    assert card["epochs_run"] is None and card["device"] == "cpu"
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+    assert pred.attrs["brainage"]["sources"][0] == "sub-00_timeseries.parquet"
+
+
+def test_cli_connectome_ridge_inner_predictions_cover_every_training_subject(tmp_path):
+    study = write_study(tmp_path, n=12, n_folds=3)
+    assert _cli(study, tmp_path / "out", model="connectome_ridge", fold=0) == 0
+    pred = storage.read_table(tmp_path / "out" / "predictions.parquet")
+    inner = pred[pred["split"] == "inner"]
+    assert sorted(inner["participant_id"]) == [p for p, f in zip(study["ids"], study["folds"]) if f != 0]
+    card = storage.read_json(tmp_path / "out" / "card.json")
+    assert card["fit_info"]["alpha"] in (1.0, 10.0, 100.0)
+    np.testing.assert_allclose(card["inner_mae"], np.mean(np.abs(inner["predicted_age"] - inner["age"])))
+
+
+def test_cli_roi_gru_checkpoint_reloads_with_weights_only_and_is_reproducible(tmp_path):
+    study = write_study(tmp_path, n=15, n_folds=3)
+    assert _cli(study, tmp_path / "a", model="roi_gru") == 0
+    pred = storage.read_table(tmp_path / "a" / "predictions.parquet")
+    card = storage.read_json(tmp_path / "a" / "card.json")
+    assert (card["n_train"], card["n_inner"], card["n_test"]) == (10, 2, 5)
+    assert card["epochs_run"] == 3 and 1 <= card["best_epoch"] <= 3 and card["params"]["window"] == 8
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert state["model"] == "roi_gru" and state["config"] == TINY_PARAMS["roi_gru"] and "state_dict" in state
+    model = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    test = pred[pred["split"] == "test"]
+    X, _ = load_inputs(study["inputs"], test["participant_id"].tolist(), "series")
+    np.testing.assert_allclose(model.predict(X), test["predicted_age"], rtol=1e-6)
+    assert _cli(study, tmp_path / "b", model="roi_gru") == 0
+    again = storage.read_table(tmp_path / "b" / "predictions.parquet")
+    np.testing.assert_array_equal(again["predicted_age"], pred["predicted_age"])
+
+
+def test_cli_cnn_rnn_on_volumes(tmp_path):
+    study = write_study(tmp_path, n=10, n_folds=2, kind="volumes")
+    assert _cli(study, tmp_path / "out", model="cnn_rnn", fold=0) == 0
+    pred = storage.read_table(tmp_path / "out" / "predictions.parquet")
+    assert (pred["split"] == "test").sum() == 5 and (pred["split"] == "inner").sum() == 1
+    card = storage.read_json(tmp_path / "out" / "card.json")
+    assert card["input_kind"] == "volumes" and card["params"]["channels"] == [2, 4]
+    assert load_checkpoint(tmp_path / "out" / "checkpoint.pt").network_.encoder.out_features == 4 * 9
+
+
+def test_cli_missing_input_names_the_participant(tmp_path, capsys):
+    study = write_study(tmp_path, n=6, n_folds=2)
+    assert _cli(study, tmp_path / "out", inputs=study["inputs"][1:]) == 1
+    assert "ERROR brainage.train: no series file for cohort participant(s) sub-00" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputDataError, match=r"participant\(s\) sub-00 among the 6 input files"):
+        train_model("dummy", 0, study["cohort"], study["splits"], study["inputs"][1:], {}, 1, 1, tmp_path / "o")
+    many = write_study(tmp_path / "many", n=14, n_folds=2)
+    with pytest.raises(InputDataError, match=r"participant\(s\) sub-02, .*, sub-11 and 2 more among the 2 input"):
+        train_model("dummy", 0, many["cohort"], many["splits"], many["inputs"][:2], {}, 1, 1, tmp_path / "o")
+
+
+def test_cli_unknown_model_and_bad_params(tmp_path, capsys):
+    study = write_study(tmp_path, n=6, n_folds=2)
+    assert _cli(study, tmp_path / "out", model="dummy", params={"kind": "tangent"}) == 1
+    assert "'dummy': unknown parameter(s) kind; allowed: none" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown model 'lasso'"):
+        train_model("lasso", 0, study["cohort"], study["splits"], study["inputs"], {}, 1, 1, tmp_path / "o")

@@ -1,0 +1,91 @@
+"""Model registry: every age model by name, built from its config sub-tree and one seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from brainage.models.baselines import ConnectomeRidge, DummyAge
+from brainage.models.cnn_rnn import CnnRnn
+from brainage.models._torch import TorchAgeModel
+from brainage.models.roi_gru import RoiGru
+
+logger = logging.getLogger(__name__)
+
+# One entry per key of ``models:`` in config/config.yaml (and its schema). Every class has a
+# frozen ``Config`` dataclass whose defaults equal the schema's, an ``input_kind``
+# ("series" or "volumes"), ``fit(X, y, X_valid=None, y_valid=None)`` and ``predict(X)``.
+_REGISTRY = {
+    "dummy": DummyAge,
+    "connectome_ridge": ConnectomeRidge,
+    "roi_gru": RoiGru,
+    "cnn_rnn": CnnRnn,
+}
+
+
+def list_models() -> list[str]:
+    """Return the names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type:
+    """Return the class registered under ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from None
+
+
+def make_config(name: str, params: dict):
+    """Turn a model's parameter dict (its config sub-tree) into its frozen ``Config``.
+
+    Missing keys take the schema defaults; lists become tuples (so the config is hashable
+    and cannot change after the model is built).
+
+    Raises
+    ------
+    ValueError
+        For an unknown model name, an unknown parameter (the message names it and the
+        allowed ones) or a value outside its allowed set.
+    """
+    config_cls = model_class(name).Config
+    allowed = sorted(f.name for f in dataclasses.fields(config_cls))
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"model {name!r}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(allowed) if allowed else 'none'}"
+        )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    return config_cls(**values)
+
+
+def get_model(name: str, params: dict, seed: int):
+    """Build an unfitted model.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_models`.
+    params : dict
+        The model's parameters, exactly the keys of ``models.<name>`` in the config.
+    seed : int
+        Seed for everything random inside the model (weight init, windows, inner CV).
+
+    Returns
+    -------
+    model
+        Has ``input_kind``, ``fit(X, y, X_valid=None, y_valid=None)`` and ``predict(X)``.
+    """
+    config = make_config(name, params)
+    logger.debug("building %s with %s (seed %d)", name, config, seed)
+    return model_class(name)(config=config, seed=int(seed))
+
+
+__all__ = ["TorchAgeModel", "get_model", "list_models", "make_config", "model_class"]

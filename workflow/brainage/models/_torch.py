@@ -1,0 +1,176 @@
+"""Common estimator wrapper of the torch models: target scaling, fit/predict, checkpoint state."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainage.errors import ConfigError
+from brainage.models._inputs import check_ages, check_arrays
+from brainage.train.data import WindowDataset
+from brainage.train.loop import LoopSettings, predict_network, train_network
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchConfig:
+    """Parameters shared by the torch models (defaults: ``torch_common`` in the config schema).
+
+    Attributes
+    ----------
+    hidden : int
+        Hidden size of the recurrent layer.
+    window : int
+        Frames per temporal window (random in training, tiling the run at test time).
+    epochs, batch_size, lr, weight_decay, patience
+        See :class:`brainage.train.loop.LoopSettings`.
+    dropout : float
+        Dropout probability before the linear head.
+    """
+
+    hidden: int = 32
+    window: int = 24
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    dropout: float = 0.2
+    patience: int = 8
+
+    def __post_init__(self):
+        minimum = {"hidden": 1, "window": 2, "epochs": 1, "batch_size": 1, "patience": 1}
+        for key, low in minimum.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{type(self).__name__}: {key} must be an integer >= {low}, got {value!r}")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout <= 0.9):
+            raise ConfigError(
+                f"{type(self).__name__}: need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got "
+                f"lr={self.lr}, weight_decay={self.weight_decay}, dropout={self.dropout}"
+            )
+
+
+class TorchAgeModel:
+    """Base of the torch models: a network from ``build_network``, trained by the shared loop.
+
+    The target is z-scored with the training subjects' mean and standard deviation (so the
+    MSE and the learning rate do not depend on the age range); predictions are mapped back
+    to years.
+
+    Parameters
+    ----------
+    config : dataclass
+        The subclass's ``Config`` (epochs, batch_size, lr, weight_decay, patience, window, ...).
+    seed : int
+        Seeds weight initialisation, dropout, window starts, shuffling and augmentation.
+    device : str, optional
+        torch device; default "cuda" when available, else "cpu".
+    """
+
+    name = "torch"
+    input_kind = "series"
+    Config = None
+
+    def __init__(self, config, seed: int = 0, device: str | None = None):
+        self.config = config
+        self.seed = int(seed)
+        self.device = device
+
+    def build_network(self, sample_shape: tuple[int, ...]) -> nn.Module:
+        """Return the untrained network for one subject's frame shape (subclasses)."""
+        raise NotImplementedError
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training-time augmentation of a CPU batch beyond random windows (none by default)."""
+        return batch
+
+    def loop_settings(self) -> LoopSettings:
+        """The optimisation settings taken from the config."""
+        c = self.config
+        return LoopSettings(c.epochs, c.batch_size, c.lr, c.weight_decay, c.patience)
+
+    def _arrays(self, X, expected_shape=None) -> list[np.ndarray]:
+        arrays = check_arrays(X, self.input_kind, self.name)
+        shapes = sorted({a.shape[1:] for a in arrays})
+        if len(shapes) > 1 or (expected_shape is not None and shapes[0] != tuple(expected_shape)):
+            raise ValueError(
+                f"{self.name}: every subject needs frames of shape {expected_shape or shapes[0]}, found {shapes}"
+            )
+        return arrays
+
+    def fit(self, X, y, X_valid=None, y_valid=None):
+        """Train on ``X`` and ages ``y`` (years); early-stop on ``X_valid``/``y_valid`` if given.
+
+        Parameters
+        ----------
+        X : list of ndarray
+            Per-subject (n_timepoints, n_regions) or (n_timepoints, x, y, z) arrays.
+        y : array-like, shape (n_subjects,)
+            Ages in years.
+        X_valid, y_valid : optional
+            Inner validation subjects: early stopping and restoring the best weights.
+            Without them all ``epochs`` run and the last weights are kept.
+        """
+        arrays = self._arrays(X)
+        ages = check_ages(y, len(arrays), self.name)
+        self.input_shape_ = tuple(int(n) for n in arrays[0].shape[1:])
+        self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.target_mean_ = float(ages.mean())
+        self.target_std_ = float(ages.std()) or 1.0  # identical ages: keep the scale at 1 year
+        torch.manual_seed(self.seed)  # weight initialisation and dropout
+        self.network_ = self.build_network(self.input_shape_).to(self.device_)
+        dataset = WindowDataset(
+            arrays, (ages - self.target_mean_) / self.target_std_, self.config.window, np.random.default_rng(self.seed)
+        )
+        validate = None
+        if X_valid is not None:
+            valid = self._arrays(X_valid, self.input_shape_)
+            valid_ages = check_ages(y_valid, len(valid), self.name)
+
+            def validate(net: nn.Module) -> float:
+                return float(np.mean(np.abs(self._predict_years(net, valid) - valid_ages)))
+
+        generator = torch.Generator().manual_seed(self.seed)
+        self.history_ = train_network(
+            self.network_, dataset, self.loop_settings(),
+            generator=generator, device=self.device_, validate=validate, augment=self.augment,
+        )
+        self.fit_info_ = dataclasses.asdict(self.history_)
+        return self
+
+    def _predict_years(self, net: nn.Module, arrays: list[np.ndarray]) -> np.ndarray:
+        z = predict_network(net, arrays, self.config.window, self.config.batch_size, self.device_)
+        return z * self.target_std_ + self.target_mean_
+
+    def predict(self, X) -> np.ndarray:
+        """Return predicted ages (years), shape (n_subjects,), float64 (mean over windows)."""
+        return self._predict_years(self.network_, self._arrays(X, self.input_shape_))
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to rebuild the fitted model; loads with ``weights_only=True``."""
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()}
+        return {
+            "model": self.name,
+            "config": config,
+            "seed": self.seed,
+            "input_shape": list(self.input_shape_),
+            "target_mean": self.target_mean_,
+            "target_std": self.target_std_,
+            "state_dict": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()},
+        }
+
+    def load_checkpoint_state(self, state: dict):
+        """Restore a model saved by :meth:`checkpoint_state` (built with the same config)."""
+        self.input_shape_ = tuple(state["input_shape"])
+        self.target_mean_ = float(state["target_mean"])
+        self.target_std_ = float(state["target_std"])
+        self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.network_ = self.build_network(self.input_shape_)
+        self.network_.load_state_dict(state["state_dict"])
+        self.network_.to(self.device_)
+        return self

@@ -1,0 +1,56 @@
+"""Command line of the training stage: ``python -m brainage.train model ...``."""
+
+from __future__ import annotations
+
+import argparse
+
+from brainage._cli import existing_file, json_object, run
+from brainage.train.fit import train_model
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
+
+
+def _model(args: argparse.Namespace) -> None:
+    train_model(
+        model=args.model,
+        fold=args.fold,
+        cohort=args.cohort,
+        splits=args.splits,
+        inputs=args.inputs,
+        params=args.params,
+        seed=args.seed,
+        threads=args.threads,
+        out_dir=args.out_dir,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stage's argument parser (one subcommand per verb)."""
+    parser = argparse.ArgumentParser(prog="brainage.train", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("model", help="train one model on one outer fold")
+    p.add_argument("--model", required=True, help="registered model name (brainage.models.list_models)")
+    p.add_argument("--fold", required=True, type=int, help="outer test fold")
+    p.add_argument("--cohort", required=True, type=existing_file, help="results/dataset/cohort.parquet")
+    p.add_argument("--splits", required=True, type=existing_file, help="results/dataset/splits.tsv")
+    p.add_argument("--inputs", required=True, nargs="+", type=existing_file, help="series or volume files")
+    p.add_argument("--params", required=True, type=json_object, help="the model's config sub-tree as JSON")
+    p.add_argument("--seed", required=True, type=int, help="the config seed")
+    p.add_argument("--threads", required=True, type=_positive_int, help="CPU threads for torch and BLAS")
+    p.add_argument("--out-dir", required=True, help="folder for predictions.parquet, card.json, checkpoint.pt")
+    p.set_defaults(func=_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
