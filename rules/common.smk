@@ -33,6 +33,11 @@ CONFOUNDS = _FUNC + "_desc-confounds_timeseries.tsv"
 CONFOUNDS_JSON = _FUNC + "_desc-confounds_timeseries.json"
 
 
+def bold_template(wildcards):
+    """The BOLD file pattern itself (a function, so Snakemake leaves {subject} unexpanded)."""
+    return BOLD
+
+
 def _subjects():
     """Subjects to extract: the demo's, or those of participants.tsv that have a BOLD.
 

@@ -14,7 +14,7 @@ rule participants_manifest:
         "../envs/brainage.yaml"
     params:
         dataset=config["inputs"]["dataset"],
-        bold=BOLD,
+        bold=bold_template,
         code=code_hash("participants"),
     shell:
         "python -m brainage.participants manifest --participants {input:q}"

@@ -1,6 +1,5 @@
 """Inputs: the embedded demo cohort and the atlas (INDI downloads come here too)."""
 
-
 if DEMO:
 
     rule demo_cohort:
@@ -12,17 +11,18 @@ if DEMO:
             mask=expand(MASK, subject=SUBJECTS),
             confounds=expand(CONFOUNDS, subject=SUBJECTS),
             confounds_json=expand(CONFOUNDS_JSON, subject=SUBJECTS),
-        params:
-            cfg=config_json("demo"),
-            seed=config["seed"],
-            code=code_hash("demo"),
         log:
             "logs/demo_cohort.log",
         conda:
             "../envs/brainage.yaml"
+        threads: 2
+        params:
+            cfg=config_json("demo"),
+            seed=config["seed"],
+            code=code_hash("demo"),
         shell:
             "python -m brainage.demo generate --params {params.cfg:q} --seed {params.seed}"
-            " --out-dir resources/demo > {log:q} 2>&1"
+            " --threads {threads} --out-dir resources/demo > {log:q} 2>&1"
 
 
 rule atlas:
@@ -32,14 +32,14 @@ rule atlas:
     output:
         img="resources/atlas/atlas_dseg.nii.gz",
         labels="resources/atlas/atlas_dseg.tsv",
-    params:
-        cfg=config_json("atlas"),
-        seed=config["seed"],
-        code=code_hash("download"),
     log:
         "logs/atlas.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        cfg=config_json("atlas"),
+        seed=config["seed"],
+        code=code_hash("download"),
     shell:
         "python -m brainage.download atlas --params {params.cfg:q} --seed {params.seed}"
         " --out {output.img:q} --labels-out {output.labels:q} > {log:q} 2>&1"

@@ -8,13 +8,13 @@ rule evaluate:
     output:
         predictions="results/evaluate/predictions.parquet",
         metrics="results/evaluate/metrics.tsv",
-    params:
-        cfg=config_json("evaluate"),
-        code=code_hash("evaluate"),
     log:
         "logs/evaluate.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        cfg=config_json("evaluate"),
+        code=code_hash("evaluate"),
     shell:
         "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q}"
         " --predictions-out {output.predictions:q} --metrics-out {output.metrics:q}"

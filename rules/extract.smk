@@ -14,13 +14,13 @@ rule extract_subject:
         series="results/extract/sub-{subject}/sub-{subject}_timeseries.parquet",
         volumes="results/extract/sub-{subject}/sub-{subject}_volumes.parquet",
         qc="results/extract/sub-{subject}/sub-{subject}_qc.json",
-    params:
-        cfg=config_json("extract"),
-        code=code_hash("extract"),
     log:
         "logs/extract/sub-{subject}.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        cfg=config_json("extract"),
+        code=code_hash("extract"),
     shell:
         "python -m brainage.extract subject --participant-id sub-{wildcards.subject}"
         " --bold {input.bold:q} --mask {input.mask:q} --confounds {input.confounds:q}"

@@ -12,13 +12,13 @@ rule report:
         cards=model_outputs("card.json"),
     output:
         "results/report.html",
-    params:
-        cfg=json.dumps(config, sort_keys=True),
-        code=code_hash("report"),
     log:
         "logs/report.log",
     conda:
         "../envs/brainage.yaml"
+    params:
+        cfg=json.dumps(config, sort_keys=True),
+        code=code_hash("report"),
     shell:
         "python -m brainage.report build --config {params.cfg:q} --manifest {input.manifest:q}"
         " --cohort {input.cohort:q} --exclusions {input.exclusions:q}"

@@ -25,18 +25,18 @@ rule train_model:
     output:
         predictions="results/models/model-{model}/fold-{fold}/predictions.parquet",
         card="results/models/model-{model}/fold-{fold}/card.json",
+    log:
+        "logs/train/model-{model}_fold-{fold}.log",
+    conda:
+        "../envs/brainage.yaml"
+    threads: 1
+    resources:
+        mem_mb=train_mem_mb,
     params:
         cfg=model_params,
         seed=config["seed"],
         code=code_hash("train", "models"),
         out_dir=train_dir,
-    threads: 1
-    resources:
-        mem_mb=train_mem_mb,
-    log:
-        "logs/train/model-{model}_fold-{fold}.log",
-    conda:
-        "../envs/brainage.yaml"
     shell:
         "python -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"

@@ -1,0 +1,66 @@
+"""Static checks of the workflow: lint, formatting, schema errors and dry-run DAGs."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snakemake_helpers import REPO, make_workdir, planned_jobs, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(make_workdir(tmp_path), "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakefmt_check_is_clean():
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    result = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_dag_has_every_stage(tmp_path):
+    jobs = planned_jobs(snakemake(make_workdir(tmp_path), "-n", "--cores", "2"))
+    n_subjects, n_folds, n_models = 60, 5, 4
+    assert jobs == {
+        "all": 1,
+        "atlas": 1,
+        "demo_cohort": 1,
+        "participants_manifest": 1,
+        "extract_subject": n_subjects,
+        "dataset_build": 1,
+        "train_model": n_folds * n_models,
+        "evaluate": 1,
+        "report": 1,
+    }
+
+
+def test_dag_follows_models_and_folds(tmp_path):
+    config = {"demo": {"n_subjects": 8}, "dataset": {"n_folds": 3}, "models": {"dummy": {}, "cnn_rnn": {}}}
+    jobs = planned_jobs(snakemake(make_workdir(tmp_path, config), "-n", "--cores", "2"))
+    assert jobs["extract_subject"] == 8
+    assert jobs["train_model"] == 3 * 2
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"extract": {"fd_threshold": "high"}}, r"fd_threshold"),
+        ({"extract": {"bogus_key": 1}}, r"bogus_key"),
+        ({"models": {"transformer": {}}}, r"transformer"),
+        ({"models": {"cnn_rnn": {"rnn": "mamba"}}}, r"mamba"),
+        ({"inputs": {"source": "fmriprep"}}, r"derivatives|participants"),
+        ({"dataset": {"n_folds": 1}}, r"n_folds|minimum"),
+    ],
+)
+def test_malformed_config_names_the_key(tmp_path, config, message):
+    result = snakemake(make_workdir(tmp_path, config), "-n", "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "ValidationError" in result.stderr or "validation" in result.stderr.lower()
+    assert re.search(message, result.stderr), result.stderr[-3000:]
