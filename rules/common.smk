@@ -21,16 +21,15 @@ DERIV = "resources/demo/derivatives" if DEMO else config["inputs"]["derivatives"
 PARTICIPANTS = (
     "resources/demo/participants.tsv" if DEMO else config["inputs"]["participants"]
 )
-MODELS = list(config["models"])
+MODELS = config["train"]["models"]
 FOLDS = list(range(config["dataset"]["n_folds"]))
 
 # fMRIPrep file names (23-25), with {subject} the BIDS label without "sub-".
-_FUNC = DERIV + "/sub-{subject}/func/sub-{subject}_task-" + TASK
-BOLD = _FUNC + "_space-" + SPACE + "_res-" + RES + "_desc-preproc_bold.nii.gz"
-BOLD_JSON = BOLD.replace(".nii.gz", ".json")
-MASK = _FUNC + "_space-" + SPACE + "_res-" + RES + "_desc-brain_mask.nii.gz"
-CONFOUNDS = _FUNC + "_desc-confounds_timeseries.tsv"
-CONFOUNDS_JSON = _FUNC + "_desc-confounds_timeseries.json"
+BOLD = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.nii.gz"
+BOLD_JSON = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.json"
+MASK = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz"
+CONFOUNDS = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
+CONFOUNDS_JSON = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-confounds_timeseries.json"
 
 
 def bold_template(wildcards):
@@ -104,7 +103,22 @@ def model_inputs(wildcards):
 
 
 def model_outputs(name):
-    """One output of every (model, fold) training job."""
+    """One output (predictions.parquet, card.json) of every (model, fold) training job."""
     return expand(
-        "results/models/model-{model}/fold-{fold}/" + name, model=MODELS, fold=FOLDS
+        f"results/models/model-{{model}}/fold-{{fold}}/{name}", model=MODELS, fold=FOLDS
     )
+
+
+def model_params(wildcards):
+    """One model's parameters as canonical JSON (only that model reruns when they change)."""
+    return json.dumps(config["models"].get(wildcards.model, {}), sort_keys=True)
+
+
+def train_dir(wildcards):
+    """The folder of one training job (predictions, model card, checkpoint)."""
+    return f"results/models/model-{wildcards.model}/fold-{wildcards.fold}"
+
+
+def train_mem_mb(wildcards, attempt):
+    """Memory for a training job, raised on each retry."""
+    return 4000 * attempt

@@ -1,21 +1,6 @@
 """Training: one job per (model, fold), on the shared folds table."""
 
 
-def model_params(wildcards):
-    """One model's parameters as canonical JSON (only that model reruns when they change)."""
-    return json.dumps(config["models"][wildcards.model], sort_keys=True)
-
-
-def train_dir(wildcards):
-    """The folder of one training job (predictions, model card, checkpoint)."""
-    return f"results/models/model-{wildcards.model}/fold-{wildcards.fold}"
-
-
-def train_mem_mb(wildcards, attempt):
-    """Memory for a training job, raised on each retry."""
-    return 4000 * attempt
-
-
 rule train_model:
     """Fit one model on the training folds; predict the test fold and the inner (out-of-sample) split."""
     input:

@@ -71,7 +71,7 @@ def bad_run(tmp_path_factory):
         "atlas": {"n_regions": 20},
         "extract": {"volume_voxel_size": 16},
         "dataset": {"n_folds": 3},
-        "models": {"dummy": {}, "connectome_ridge": {}},
+        "train": {"models": ["dummy", "connectome_ridge"]},
     }
     workdir = make_workdir(tmp_path_factory.mktemp("work"), config)
     result = snakemake(workdir, "--cores", "2")

@@ -32,6 +32,7 @@ CONFIG_KEYS = {
         "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size",
     ),
     "dataset": ("n_folds", "group_by_site"),
+    "train": ("models",),
     "models": (),
     "evaluate": ("bias_correction",),
 }

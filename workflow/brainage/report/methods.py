@@ -47,14 +47,15 @@ def methods_paragraphs(
         (heading, plain-text paragraph, list items) per section; only "Models" has items, one per
         model. The caller escapes them for HTML.
     """
-    n_models = len(config["models"])
+    models = {name: config["models"].get(name, {}) for name in config["train"]["models"]}
+    n_models = len(models)
     return [
         ("Data", data_text(config, cohort, n_manifest), []),
         ("Denoising", denoising_text(config["extract"]), []),
         ("Features", features_text(config), []),
         ("Validation", validation_text(config), []),
         ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
-         models_text(config["models"], cards)),
+         models_text(models, cards)),
         ("Software", software_text(cards), []),
     ]
 
