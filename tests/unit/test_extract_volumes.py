@@ -10,7 +10,7 @@ from brainage.extract import extract_subject
 from brainage.extract.clean import clean_voxels
 from brainage.extract.confounds import select_confounds
 from brainage.extract.params import ExtractParams
-from brainage.extract.volumes import block_average, block_factor, coarse_affine, zscore_frames
+from brainage.extract.volumes import block_average, block_factor, coarse_affine, scale_frames
 
 
 def test_block_average_hand_computed():
@@ -71,13 +71,28 @@ def test_block_factor_errors(voxel, target, match):
         block_factor(voxel, target)
 
 
-def test_zscore_frames_sample_sd_and_constant():
+def test_voxel_scaling_is_zscore_with_sample_sd_and_constant_voxels_zero():
     frames = np.array([[1.0, 7.0], [2.0, 7.0], [3.0, 7.0], [6.0, 7.0]])
-    z = zscore_frames(frames, 2.0)
+    z = scale_frames(frames, "voxel", 2.0)
     assert z.dtype == np.float32
     expected = (frames[:, 0] - 3.0) / np.std(frames[:, 0], ddof=1)
     np.testing.assert_allclose(z[:, 0], expected, rtol=1e-6)
     np.testing.assert_array_equal(z[:, 1], 0.0)
+
+
+def test_global_scaling_keeps_the_amplitude_pattern_and_drops_the_scale():
+    # Voxel 0 fluctuates twice as much as voxel 1; the subject's overall scale is arbitrary.
+    t = np.arange(8.0)
+    frames = 100.0 + np.column_stack([2 * np.sin(t), np.sin(t)])
+    a = scale_frames(frames, "global", 2.0)
+    b = scale_frames(5.0 * frames + 3.0, "global", 2.0)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    np.testing.assert_allclose(a[:, 0], 2 * a[:, 1], rtol=1e-5)
+    np.testing.assert_allclose(a.mean(axis=0), 0.0, atol=1e-6)
+    centred = frames - frames.mean(axis=0)
+    np.testing.assert_allclose(a, centred / centred.std(ddof=1), rtol=1e-5)
+    with pytest.raises(ConfigError, match="extract.volume_scaling must be 'global' or 'voxel', found 'robust'"):
+        scale_frames(frames, "robust", 2.0)
 
 
 def test_stored_volumes_match_loop_reference(tmp_path):
@@ -103,7 +118,8 @@ def test_stored_volumes_match_loop_reference(tmp_path):
             ref_mask[i, j, k] = True
             ref_frames.append(grid[(slice(None), *block)][:, inside[block]].mean(axis=1))
     ref = np.stack(ref_frames, axis=1)
-    ref = (ref - ref.mean(axis=0)) / ref.std(axis=0, ddof=1)
+    ref = ref - ref.mean(axis=0)
+    ref = ref / ref.std(ddof=1)  # extract.volume_scaling: global
 
     np.testing.assert_array_equal(vols.mask, ref_mask)
     assert qc["volume_shape"] == [4, 4, 4] and qc["n_volume_voxels"] == int(ref_mask.sum())

@@ -28,6 +28,7 @@ class ExtractParams:
     standardize: str | bool
     min_frames: int
     volume_voxel_size: int
+    volume_scaling: str
 
     @classmethod
     def from_dict(cls, params: dict) -> ExtractParams:

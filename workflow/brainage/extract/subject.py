@@ -152,7 +152,7 @@ def _extract(bold, mask, confounds_arg, atlas_img, labels, cfg, qc, sources) -> 
         "n_timepoints": qc["n_timepoints"], "missing_regions": qc["missing_regions"],
         "volume_voxel_size": cfg.volume_voxel_size, "status": "included",
     }
-    return _Result(series.astype(np.float32), volumes.zscore_frames(frames, tr), coarse_mask,
+    return _Result(series.astype(np.float32), volumes.scale_frames(frames, cfg.volume_scaling, tr), coarse_mask,
                    coarse_affine, provenance)
 
 

@@ -85,15 +85,28 @@ def block_average(
     return frames, keep.reshape(shape), coarse_affine(affine, factor)
 
 
-def zscore_frames(frames: np.ndarray, t_r: float) -> np.ndarray:
-    """z-score each coarse voxel over time (sample SD; constant voxels become 0).
+def scale_frames(frames: np.ndarray, scaling: str, t_r: float) -> np.ndarray:
+    """Put every subject's frames on one scale (``extract.volume_scaling``).
+
+    ``"global"`` removes each voxel's temporal mean and divides by ONE standard deviation pooled
+    over all voxels and frames: subject and site intensity scales go, while the spatial pattern of
+    fluctuation amplitude (ALFF-like, which changes with age; Garrett et al. 2010, J Neurosci
+    30:4914) stays for the CNN to read. ``"voxel"`` z-scores each voxel over time (sample SD;
+    constant voxels become 0), keeping only the temporal pattern.
 
     Parameters
     ----------
     frames : ndarray, shape (n_timepoints, n_coarse_voxels)
+    scaling : {"global", "voxel"}
 
     Returns
     -------
     ndarray, shape (n_timepoints, n_coarse_voxels), float32
     """
-    return standardize_series(frames, "zscore_sample", t_r).astype(np.float32)
+    if scaling == "voxel":
+        return standardize_series(frames, "zscore_sample", t_r).astype(np.float32)
+    if scaling != "global":
+        raise ConfigError(f"extract.volume_scaling must be 'global' or 'voxel', found {scaling!r}")
+    centred = frames - frames.mean(axis=0, keepdims=True)
+    sd = centred.std(ddof=1) if centred.size > 1 else 0.0
+    return (centred / sd if sd > 0 else centred).astype(np.float32)
