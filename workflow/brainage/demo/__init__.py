@@ -1,0 +1,42 @@
+"""The embedded synthetic demo cohort (fMRIPrep-format BOLD, masks and confounds with a planted age effect).
+
+Importing this package stays light (no numpy): Snakemake imports it while it builds the DAG,
+only to list the demo subjects. The generator lives in :mod:`brainage.demo.generate`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["generate_demo", "subject_ids"]
+
+
+def subject_ids(n_subjects: int) -> list[str]:
+    """BIDS subject labels of the demo cohort, without the ``sub-`` prefix.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Number of subjects (``demo.n_subjects``), at least 1.
+
+    Returns
+    -------
+    list of str
+        ``["001", "002", ...]``: zero-padded to 3 digits (more digits beyond 999 subjects).
+
+    Raises
+    ------
+    ValueError
+        If ``n_subjects`` is not a positive integer.
+    """
+    if isinstance(n_subjects, bool) or not isinstance(n_subjects, int) or n_subjects < 1:
+        raise ValueError(f"demo.n_subjects must be a positive integer, found {n_subjects!r}")
+    return [f"{i:03d}" for i in range(1, n_subjects + 1)]
+
+
+def __getattr__(name: str):
+    # Lazy re-export: the generator pulls in numpy, nibabel and nilearn, which the DAG build
+    # (``subject_ids`` only) must not pay for.
+    if name == "generate_demo":
+        from brainage.demo.generate import generate_demo
+
+        return generate_demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Inputs fetched or built before preprocessing: atlases (and, later, INDI datasets)."""
