@@ -19,15 +19,6 @@ from brainage.models.roi_gru import RoiGruNet
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(kind: str, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     ages = ages_for(n, rng)

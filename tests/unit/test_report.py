@@ -232,6 +232,7 @@ def _set(config, dotted, value):
     ("extract.standardize", False, "region series were not standardised"),
     ("extract.min_frames", 60, "fewer than 60 frames"),
     ("extract.volume_voxel_size", 12, "block-averaged to 12 mm voxels"),
+    ("extract.volume_scaling", "voxel", "z-scored per voxel over time"),
     ("atlas.n_regions", 200, "200-region atlas"),
     ("atlas.name", "file", "the label image None"),
     ("dataset.n_folds", 3, "3-fold cross-validation"),

@@ -20,15 +20,6 @@ from brainage.train.fit import derive_seeds, inner_split, read_design, train_mod
 from brainage.train.loop import LoopSettings, train_network
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- windows and inputs -----------------------------------------------------------------
 
 

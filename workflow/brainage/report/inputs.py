@@ -29,7 +29,7 @@ CONFIG_KEYS = {
     "atlas": ("name", "n_regions", "path"),
     "extract": (
         "strategy", "motion", "wm_csf", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
-        "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size",
+        "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size", "volume_scaling",
     ),
     "dataset": ("n_folds", "group_by_site"),
     "train": ("models",),

@@ -171,8 +171,16 @@ def features_text(config: dict) -> str:
         f"ROI series were the mean cleaned signal within each region of {atlas_text}, resampled to the "
         f"BOLD grid with nearest-neighbour interpolation. For the frame-wise 3D CNN, cleaned volumes were "
         f"block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a coarse voxel "
-        f"kept when at least half of it lies in the brain mask), z-scored per voxel over time and stored as float16."
+        f"kept when at least half of it lies in the brain mask), {_volume_scaling(config['extract'])} and stored "
+        f"as float16."
     )
+
+
+def _volume_scaling(extract: dict) -> str:
+    if extract["volume_scaling"] == "global":
+        return ("demeaned per voxel and divided by one standard deviation per subject (keeping the spatial "
+                "pattern of fluctuation amplitude)")
+    return "z-scored per voxel over time"
 
 
 def validation_text(config: dict) -> str:
