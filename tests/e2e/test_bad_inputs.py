@@ -54,7 +54,7 @@ def _corrupt(src):
         "sub-004": ("extract", r"sub-004_task-rest_desc-confounds_timeseries\.tsv.*trans_x"),
         "sub-005": ("extract", r"sub-005_task-rest.*\.json.*RepetitionTime"),
         "sub-006": ("participants", r"no age in .*participants\.tsv row 6"),
-        "sub-007": ("participants", r"participants\.tsv.*'unknown'"),
+        "sub-007": ("participants", r"age 'unknown' is not a number in .*participants\.tsv row 7"),
         "sub-008": ("participants", r"no preprocessed BOLD.*sub-008"),
     }
 
