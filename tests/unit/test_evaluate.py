@@ -154,7 +154,7 @@ def test_bad_prediction_files(tmp_path):
         _run(tmp_path, [bad_split])
     storage.write_table(tmp_path / "c.parquet", pd.DataFrame({"participant_id": ["sub-01"], "model": ["m"]}),
                         kind="predictions")
-    with pytest.raises(InputDataError, match=r"c\.parquet: predictions lack columns \['fold', 'split', 'age'"):
+    with pytest.raises(InputDataError, match=r"c\.parquet: predictions table lacks columns \['fold', 'split', 'age'"):
         _run(tmp_path, [tmp_path / "c.parquet"])
     cohort = _write(tmp_path / "k.parquet", "m", _test_rows([1.0] * 4), kind="cohort")
     with pytest.raises(ValueError, match=r"k\.parquet: holds 'cohort', expected 'predictions'"):

@@ -137,7 +137,7 @@ def test_manifest_on_the_real_abide_table(shared_data, tmp_path):
 @pytest.mark.parametrize(
     ("body", "header", "match"),
     [
-        ("01\t20\n", "participant_id\tage\n", r"missing required columns \['sex', 'site'\]"),
+        ("01\t20\n", "participant_id\tage\n", r"participants table lacks columns \['sex', 'site'\]"),
         ("", HEADER, r"no participants \(the table has a header but no rows\)"),
         ("01\t20\tM\tA\tASD\nsub-01\t21\tM\tA\tASD\n", HEADER, r"duplicated participant_id: sub-01"),
         ("01\tn/a\tM\tA\tASD\n02\t-1\tM\tA\tASD\n", HEADER, r"all 2 participants were excluded"),

@@ -329,9 +329,9 @@ def test_config_missing_keys_are_listed(tmp_path):
 
 @pytest.mark.parametrize("name, frame, message", [
     ("manifest", pd.DataFrame({"participant_id": ["sub-001"], "age": [3]}),
-     r"participants\.tsv: missing column\(s\) dataset, site, sex; found participant_id, age"),
-    ("exclusions", pd.DataFrame({"participant_id": ["sub-001"]}), r"exclusions\.tsv: missing column\(s\) stage"),
-    ("metrics", METRICS.drop(columns=["rmse", "r2"]), r"metrics\.tsv: missing column\(s\) rmse, r2"),
+     r"participants\.tsv: table lacks columns \['dataset', 'site', 'sex'\].*found \['participant_id', 'age'\]"),
+    ("exclusions", pd.DataFrame({"participant_id": ["sub-001"]}), r"exclusions\.tsv: table lacks columns \['stage'"),
+    ("metrics", METRICS.drop(columns=["rmse", "r2"]), r"metrics\.tsv: table lacks columns \['rmse', 'r2'\]"),
     ("metrics", METRICS.iloc[:1], r"metrics\.tsv: no row for model\(s\) connectome_ridge found in .*predictions"),
 ])
 def test_bad_tables_are_rejected(tmp_path, name, frame, message):
@@ -353,7 +353,7 @@ def test_empty_tsv_and_bad_parquet_inputs_are_rejected(tmp_path):
         run(cohort=paths["predictions"])
     cohort = storage.read_table(paths["cohort"])
     storage.write_table(tmp_path / "c.parquet", cohort.drop(columns=["mean_fd"]), kind="cohort")
-    with pytest.raises(InputDataError, match=r"c\.parquet: missing column\(s\) mean_fd"):
+    with pytest.raises(InputDataError, match=r"c\.parquet: table lacks columns \['mean_fd'\]"):
         run(cohort=tmp_path / "c.parquet")
     storage.write_table(tmp_path / "c.parquet", cohort.iloc[:4], kind="cohort")
     with pytest.raises(InputDataError, match=r"subject\(s\) sub-005, sub-006 not in the cohort .*c\.parquet"):

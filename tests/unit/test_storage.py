@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from brainage import __version__, storage
+from brainage.errors import InputDataError
 
 
 def test_timeseries_round_trip_is_exact(tmp_path):
@@ -122,3 +123,11 @@ def test_atomic_output_gets_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_require_columns_names_file_and_missing_columns(tmp_path):
+    df = pd.DataFrame({"participant_id": ["sub-1"], "age": [3.0]})
+    storage.require_columns(df, tmp_path / "m.tsv", ("participant_id", "age"), "manifest")
+    with pytest.raises(InputDataError, match=r"m\.tsv: manifest lacks columns \['site'\] \(expected "
+                       r"\['participant_id', 'site'\], found \['participant_id', 'age'\]\)"):
+        storage.require_columns(df, tmp_path / "m.tsv", ("participant_id", "site"), "manifest")

@@ -84,9 +84,7 @@ def _read_qc_files(qc_files: list, manifest_ids: set[str]) -> dict[str, dict]:
 
 def _read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     manifest = storage.read_tsv(path, dtype=str)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise InputDataError(f"{path}: manifest lacks columns {missing} (expected {list(MANIFEST_COLUMNS)})")
+    storage.require_columns(manifest, path, MANIFEST_COLUMNS, "manifest")
     ages = pd.to_numeric(manifest["age"], errors="coerce").astype(float)
     if ages.isna().any():
         bad = manifest.loc[ages.isna(), "participant_id"].tolist()
@@ -97,11 +95,7 @@ def _read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
 def _read_exclusions(path: str | os.PathLike) -> pd.DataFrame:
     exclusions = storage.read_tsv(path, dtype=str)
-    missing = [c for c in EXCLUSION_COLUMNS if c not in exclusions.columns]
-    if missing:
-        raise InputDataError(
-            f"{path}: exclusions table lacks columns {missing} (expected {list(EXCLUSION_COLUMNS)})"
-        )
+    storage.require_columns(exclusions, path, EXCLUSION_COLUMNS, "exclusions table")
     return exclusions[list(EXCLUSION_COLUMNS)]
 
 

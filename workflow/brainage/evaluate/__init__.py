@@ -11,6 +11,7 @@ import pandas as pd
 from brainage.errors import ConfigError, InputDataError
 from brainage.evaluate.bias import BiasFit, fit_bias
 from brainage.evaluate.metrics import metrics_table
+from brainage import storage
 from brainage.storage import read_table, write_table, write_tsv
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,7 @@ def read_predictions(paths: list) -> pd.DataFrame:
     tables = []
     for path in paths:
         table = read_table(path, kind="predictions")
-        missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
-        if missing:
-            raise InputDataError(
-                f"{path}: predictions lack columns {missing} (expected {list(PREDICTION_COLUMNS)})"
-            )
+        storage.require_columns(table, path, PREDICTION_COLUMNS, "predictions table")
         bad = sorted(set(table["split"]) - set(SPLITS))
         if bad:
             raise InputDataError(f"{path}: split values {bad}, expected only {list(SPLITS)}")

@@ -109,12 +109,7 @@ def bold_path(bold_template: str, label: str) -> Path:
 
 
 def _check_columns(table: pd.DataFrame, path: Path) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputDataError(
-            f"{path}: missing required columns {missing} "
-            f"(expected {list(REQUIRED_COLUMNS)}, found {list(map(str, table.columns))})"
-        )
+    storage.require_columns(table, path, REQUIRED_COLUMNS, "participants table")
     if table.empty:
         raise InputDataError(f"{path}: no participants (the table has a header but no rows)")
 

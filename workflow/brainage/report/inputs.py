@@ -96,17 +96,8 @@ def read_tsv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
     """
     text_columns = {"participant_id", "model", "site", "stage", "reason", "dataset", "sex"}
     df = storage.read_tsv(path, dtype={c: str for c in text_columns})
-    require_columns(df, path, columns)
+    storage.require_columns(df, path, columns)
     return df
-
-
-def require_columns(df: pd.DataFrame, path: str | os.PathLike, columns: tuple[str, ...]) -> None:
-    """Raise ``InputDataError`` naming ``path`` and the columns of ``columns`` that ``df`` lacks."""
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise InputDataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns)) or 'none'}"
-        )
 
 
 def read_cards(paths: list[str | os.PathLike]) -> list[dict]:
@@ -141,9 +132,9 @@ def load_inputs(
     """
     check_config(config)
     cohort_df = storage.read_table(cohort, kind="cohort")
-    require_columns(cohort_df, cohort, COHORT_COLUMNS)
+    storage.require_columns(cohort_df, cohort, COHORT_COLUMNS)
     predictions_df = storage.read_table(predictions, kind="evaluated_predictions")
-    require_columns(predictions_df, predictions, PREDICTION_COLUMNS)
+    storage.require_columns(predictions_df, predictions, PREDICTION_COLUMNS)
     inputs = ReportInputs(
         config=config,
         manifest=read_tsv(manifest, MANIFEST_COLUMNS),

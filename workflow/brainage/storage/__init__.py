@@ -5,7 +5,7 @@ Every file brainage writes goes through here, so the format has one owner and on
 ``brainage`` (package version, schema version, kind, participant, parameters, sources).
 """
 
-from brainage.storage._atomic import atomic_path, read_json, read_tsv, write_json, write_tsv
+from brainage.storage._atomic import atomic_path, read_json, read_tsv, require_columns, write_json, write_tsv
 from brainage.storage._parquet import (
     SCHEMA_VERSION,
     TimeSeries,
@@ -29,6 +29,7 @@ __all__ = [
     "read_table",
     "read_timeseries",
     "read_tsv",
+    "require_columns",
     "read_volumes",
     "write_json",
     "write_table",

@@ -88,6 +88,15 @@ def read_tsv(path: str | os.PathLike, dtype: object = None) -> pd.DataFrame:
         raise InputDataError(f"{path}: empty file, expected a header row") from err
 
 
+def require_columns(df: pd.DataFrame, path: str | os.PathLike, columns, what: str = "table") -> None:
+    """Raise ``InputDataError`` naming ``path``, ``what`` it holds and the ``columns`` it lacks."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: {what} lacks columns {missing} (expected {list(columns)}, found {list(map(str, df.columns))})"
+        )
+
+
 def _json_default(obj: object) -> object:
     # numpy scalars and paths appear in QC records and cards; store them as plain values.
     if hasattr(obj, "item"):
