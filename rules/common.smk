@@ -1,19 +1,25 @@
 """Config validation, the subject list, input functions, target lists and rerun triggers."""
 
+import functools
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import brainage.demo
+import brainage.download.indi
 import brainage.models
 import brainage.participants
+import brainage.storage
 
 # Defaults from the schema are filled in; an unknown or malformed key stops here, named.
 validate(config, "../config/config.schema.yaml")
 
 DEMO = config["inputs"]["source"] == "demo"
+INDI = config["inputs"]["source"] == "indi"
 TASK = config["inputs"]["task"]
 SPACE = config["inputs"]["space"]
 RES = str(config["demo"]["voxel_size"]) if DEMO else config["inputs"]["res"]
@@ -32,6 +38,29 @@ CONFOUNDS = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-conf
 CONFOUNDS_JSON = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-confounds_timeseries.json"
 
 
+def _datasets():
+    """The ``datasets`` entries by name, checked for what the schema cannot express."""
+    entries = config["datasets"] if INDI else []
+    if INDI and not entries:
+        raise WorkflowError("inputs.source is 'indi' but the datasets list is empty")
+    names = [entry["name"] for entry in entries]
+    if len(set(names)) < len(names):
+        raise WorkflowError(f"datasets: each dataset may be listed once, got {names}")
+    series_only = [
+        e["name"] for e in entries if e["name"] == "abide_pcp" and e["derivative"] != "func_preproc"
+    ]
+    volume_models = [m for m in MODELS if brainage.models.model_class(m).input_kind == "volumes"]
+    if series_only and volume_models:
+        raise WorkflowError(
+            f"train.models lists {volume_models}, which read volumes, but dataset {series_only[0]} "
+            "has ROI series only (derivative rois_*); use derivative func_preproc or remove those models"
+        )
+    return {entry["name"]: entry for entry in entries}
+
+
+DATASETS = _datasets()
+
+
 def bold_template(wildcards):
     """The BOLD file pattern itself (a function, so Snakemake leaves {subject} unexpanded)."""
     return BOLD
@@ -41,7 +70,10 @@ def _subjects():
     """Subjects to extract: the demo's, or those of participants.tsv that have a BOLD.
 
     Subjects without a BOLD are not dropped silently: the participants stage records them.
+    INDI subjects are known only after the download (``indi_subjects``).
     """
+    if INDI:
+        return []
     if DEMO:
         return brainage.demo.subject_ids(config["demo"]["n_subjects"])
     ids = brainage.participants.read_participant_ids(PARTICIPANTS)
@@ -87,19 +119,84 @@ def atlas_source(wildcards):
     return [config["atlas"]["path"]] if config["atlas"]["name"] == "file" else []
 
 
+def _fetched(path):
+    """A dataset's fetched-files table (read once per version of the file)."""
+    return _read_fetched(path, Path(path).stat().st_mtime_ns)
+
+
+@functools.cache
+def _read_fetched(path, mtime_ns):
+    return brainage.storage.read_tsv(path, dtype=str)
+
+
+def indi_subjects():
+    """(dataset, label) of every downloaded subject: known once each dataset's download ran."""
+    subjects = []
+    for name, entry in DATASETS.items():
+        table = checkpoints.indi_fetch.get(dataset=name).output.files
+        if brainage.download.indi.is_raw_bids(entry):
+            raise WorkflowError(
+                f"dataset {name} is raw BIDS and needs fMRIPrep preprocessing, which this version does "
+                f"not run yet; `snakemake indi_download` fetches it to resources/indi/{name}"
+            )
+        labels = _fetched(table)["participant_id"].str.removeprefix("sub-").unique()
+        subjects += [(name, label) for label in labels]
+    return subjects
+
+
+def indi_file(kind):
+    """Input function: the fetched file of one kind (series, bold, mask) of {subject}."""
+
+    def _path(wildcards):
+        for name in DATASETS:
+            table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
+            rows = table[(table["participant_id"] == f"sub-{wildcards.subject}") & (table["kind"] == kind)]
+            if len(rows):
+                return rows["path"].iloc[0]
+        raise WorkflowError(f"sub-{wildcards.subject}: no downloaded {kind} file in any dataset")
+
+    return _path
+
+
+def _is_pcp_series(name):
+    return name == "abide_pcp" and DATASETS[name]["derivative"] != "func_preproc"
+
+
 def subject_outputs(kind):
-    """Every subject's extraction output of one kind (series, volumes or qc)."""
-    pattern = {
-        "series": rules.extract_subject.output.series,
-        "volumes": rules.extract_subject.output.volumes,
-        "qc": rules.extract_subject.output.qc,
-    }[kind]
-    return expand(pattern, subject=SUBJECTS)
+    """Input function: every subject's output of one kind (series, volumes or qc).
+
+    ABIDE PCP ROI series are converted, not extracted: their files live under results/pcp.
+    """
+
+    def _outputs(wildcards):
+        if not INDI:
+            return expand(getattr(rules.extract_subject.output, kind), subject=SUBJECTS)
+        paths = []
+        for name, label in indi_subjects():
+            producer = rules.pcp_rois_subject if _is_pcp_series(name) else rules.extract_subject
+            paths.append(getattr(producer.output, kind).format(subject=label))
+        return paths
+
+    return _outputs
 
 
 def model_inputs(wildcards):
     """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
-    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)
+    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)(wildcards)
+
+
+def extract_inputs(wildcards):
+    """The files one extraction reads: fMRIPrep-format, or a downloaded PCP func_preproc + mask."""
+    atlas = {"atlas": rules.atlas.output.img, "labels": rules.atlas.output.labels}
+    if INDI:
+        return {"bold": indi_file("bold")(wildcards), "mask": indi_file("mask")(wildcards), **atlas}
+    files = {"bold": BOLD, "bold_json": BOLD_JSON, "mask": MASK, "confounds": CONFOUNDS}
+    return {key: path.format(subject=wildcards.subject) for key, path in files.items()} | atlas
+
+
+def confounds_arg(wildcards, input):
+    """``--confounds FILE`` when the input has fMRIPrep confounds (PCP volumes are already denoised)."""
+    return f"--confounds {shlex.quote(input.confounds)}" if "confounds" in input.keys() else ""
 
 
 def model_outputs(name):

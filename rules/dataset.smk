@@ -1,25 +1,48 @@
 """The participants manifest, the analysed cohort, the exclusions and one folds table for all models."""
 
 
-rule participants_manifest:
-    """Normalise participants.tsv into the manifest; record rows that cannot be used."""
-    input:
-        PARTICIPANTS,
-    output:
-        manifest="results/participants.tsv",
-        exclusions="results/participants_exclusions.tsv",
-    log:
-        "logs/participants_manifest.log",
-    conda:
-        "../envs/brainage.yaml"
-    params:
-        dataset=config["inputs"]["dataset"],
-        bold=bold_template,
-        code=code_hash("participants"),
-    shell:
-        "python -m brainage.participants manifest --participants {input:q}"
-        " --dataset {params.dataset:q} --bold-template {params.bold:q}"
-        " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
+if INDI:
+
+    rule participants_manifest:
+        """Merge the downloaded datasets' manifests and download exclusions into one manifest."""
+        input:
+            manifests=expand(rules.indi_fetch.output.manifest, dataset=DATASETS),
+            exclusions=expand(rules.indi_fetch.output.exclusions, dataset=DATASETS),
+        output:
+            manifest="results/participants.tsv",
+            exclusions="results/participants_exclusions.tsv",
+        log:
+            "logs/participants_manifest.log",
+        conda:
+            "../envs/brainage.yaml"
+        params:
+            code=code_hash("participants"),
+        shell:
+            "python -m brainage.participants merge --manifests {input.manifests:q}"
+            " --exclusions {input.exclusions:q} --out {output.manifest:q}"
+            " --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
+
+else:
+
+    rule participants_manifest:
+        """Normalise participants.tsv into the manifest; record rows that cannot be used."""
+        input:
+            PARTICIPANTS,
+        output:
+            manifest="results/participants.tsv",
+            exclusions="results/participants_exclusions.tsv",
+        log:
+            "logs/participants_manifest.log",
+        conda:
+            "../envs/brainage.yaml"
+        params:
+            dataset=config["inputs"]["dataset"],
+            bold=bold_template,
+            code=code_hash("participants"),
+        shell:
+            "python -m brainage.participants manifest --participants {input:q}"
+            " --dataset {params.dataset:q} --bold-template {params.bold:q}"
+            " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
 
 
 rule dataset_build:

@@ -1,4 +1,4 @@
-"""Inputs: the embedded demo cohort and the atlas (INDI downloads come here too)."""
+"""Inputs: the embedded demo cohort, INDI downloads and the atlas."""
 
 if DEMO:
 
@@ -43,3 +43,32 @@ rule atlas:
     shell:
         "python -m brainage.download atlas --params {params.cfg:q} --seed {params.seed}"
         " --out {output.img:q} --labels-out {output.labels:q} > {log:q} 2>&1"
+
+
+if INDI:
+
+    checkpoint indi_fetch:
+        """Download one INDI dataset: phenotypes, then the selected subjects' files (verified, resumable)."""
+        output:
+            manifest="resources/indi/{dataset}/participants.tsv",
+            files="resources/indi/{dataset}/files.tsv",
+            exclusions="resources/indi/{dataset}/exclusions.tsv",
+        log:
+            "logs/indi_fetch/{dataset}.log",
+        conda:
+            "../envs/brainage.yaml"
+        params:
+            entry=lambda wildcards: json.dumps(DATASETS[wildcards.dataset], sort_keys=True),
+            indi=config_json("indi"),
+            seed=config["seed"],
+            code=code_hash("download"),
+            out_dir=lambda wildcards: f"resources/indi/{wildcards.dataset}",
+        shell:
+            "python -m brainage.download indi --entry {params.entry:q} --indi {params.indi:q}"
+            " --seed {params.seed} --out-dir {params.out_dir:q} --manifest-out {output.manifest:q}"
+            " --files-out {output.files:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
+
+    rule indi_download:
+        """Target: download every listed dataset without analysing it (e.g. raw BIDS for fMRIPrep)."""
+        input:
+            expand(rules.indi_fetch.output.files, dataset=DATASETS),

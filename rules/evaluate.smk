@@ -14,7 +14,7 @@ rule evaluate:
         "../envs/brainage.yaml"
     params:
         cfg=config_json("evaluate"),
-        code=code_hash("evaluate"),
+        code=code_hash("evaluate", "splits"),
     shell:
         "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q}"
         " --predictions-out {output.predictions:q} --metrics-out {output.metrics:q}"

@@ -20,7 +20,7 @@ rule train_model:
     params:
         cfg=model_params,
         seed=config["seed"],
-        code=code_hash("train", "models"),
+        code=code_hash("train", "models", "splits"),
         out_dir=train_dir,
     shell:
         "python -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"

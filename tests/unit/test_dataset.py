@@ -1,5 +1,7 @@
 """brainage.dataset: cohort from manifest + extraction QC, folds, and every exclusion kept."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,8 +10,9 @@ from brainage import storage
 from brainage.dataset import build_cohort
 from brainage.dataset.__main__ import main
 from brainage.errors import ConfigError, InputDataError
+from brainage.splits import make_folds
 
-PARAMS = {"n_folds": 3, "group_by_site": False}
+PARAMS = {"n_folds": 3, "group_by_site": False, "test_sites": [], "test_datasets": []}
 
 
 def _manifest(tmp_path, n=12):
@@ -67,8 +70,10 @@ def test_cohort_keeps_qc_included_subjects_and_records_every_exclusion(tmp_path)
     assert meta["n_subjects"] == 10 and meta["n_excluded"] == 3
 
     splits = pd.read_csv(outs["splits_out"], sep="\t")
+    assert list(splits.columns) == ["participant_id", "fold", "set"]
     assert splits["participant_id"].tolist() == expected_ids
     assert sorted(splits["fold"].unique().tolist()) == [0, 1, 2]
+    assert (splits["set"] == "cv").all() and meta["n_test"] == 0
 
     exclusions = pd.read_csv(outs["exclusions_out"], sep="\t")
     assert exclusions.values.tolist() == [
@@ -82,7 +87,7 @@ def test_folds_follow_params_and_seed(tmp_path):
     manifest, excl = _manifest(tmp_path)
     qc = _qc_all(tmp_path)
     outs = _outputs(tmp_path)
-    build_cohort(manifest, excl, qc, {"n_folds": 3, "group_by_site": True}, 1, **outs)
+    build_cohort(manifest, excl, qc, {**PARAMS, "group_by_site": True}, 1, **outs)
     splits = pd.read_csv(outs["splits_out"], sep="\t")
     sites = np.array(["A", "B", "C"] * 4)
     # Three sites, three folds, site-grouped: each fold is one site.
@@ -104,13 +109,17 @@ def test_cli_build(tmp_path):
     qc = _qc_all(tmp_path)
     outs = _outputs(tmp_path)
     args = ["build", "--manifest", str(manifest), "--participant-exclusions", str(excl),
-            "--qc", *map(str, qc), "--params", '{"n_folds": 4, "group_by_site": false}', "--seed", "3",
+            "--qc", *map(str, qc), "--params", json.dumps({**PARAMS, "n_folds": 4}), "--seed", "3",
             "--cohort-out", str(outs["cohort_out"]), "--splits-out", str(outs["splits_out"]),
             "--exclusions-out", str(outs["exclusions_out"])]
     assert main(args) == 0
     assert pd.read_csv(outs["splits_out"], sep="\t")["fold"].nunique() == 4
-    args[args.index("--params") + 1] = '{"n_folds": 13, "group_by_site": false}'
+    args[args.index("--params") + 1] = json.dumps({**PARAMS, "n_folds": 13})
     assert main(args) == 1
+    args[args.index("--params") + 1] = json.dumps({**PARAMS, "test_sites": ["A"]})
+    assert main(args) == 0
+    splits = pd.read_csv(outs["splits_out"], sep="\t")
+    assert splits.loc[splits["set"] == "test", "participant_id"].tolist() == ["sub-01", "sub-04", "sub-07", "sub-10"]
 
 
 @pytest.mark.parametrize(
@@ -157,10 +166,16 @@ def test_malformed_manifest_and_exclusions(tmp_path):
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
-        ({"n_folds": 3}, ConfigError, r"missing \['group_by_site'\]"),
+        ({"n_folds": 3}, ConfigError, r"missing \['group_by_site', 'test_datasets', 'test_sites'\]"),
         ({**PARAMS, "shuffle": True}, ConfigError, r"unknown \['shuffle'\]"),
-        ({"n_folds": 11, "group_by_site": False}, ValueError, r"dataset\.n_folds=11 but only 10 subjects"),
-        ({"n_folds": 4, "group_by_site": True}, ValueError, r"dataset\.n_folds=4, but only 3 sites"),
+        ({**PARAMS, "n_folds": 11}, ValueError, r"dataset\.n_folds=11 but only 10 subjects"),
+        ({**PARAMS, "n_folds": 4, "group_by_site": True}, ValueError, r"dataset\.n_folds=4, but only 3 sites"),
+        ({**PARAMS, "test_sites": "A"}, ConfigError, r"dataset\.test_sites: expected a list of names, found 'A'"),
+        ({**PARAMS, "test_sites": ["A", "Q"]}, ConfigError,
+         r"dataset\.test_sites: no cohort subject has the site\(s\) \['Q'\]; the cohort's sites are \['A', 'B', 'C'\]"),
+        ({**PARAMS, "test_datasets": ["abide"]}, ConfigError,
+         r"dataset\.test_datasets: no cohort subject has the dataset\(s\) \['abide'\]; .* are \['demo'\]"),
+        ({**PARAMS, "test_datasets": ["demo"]}, ValueError, r"hold out all 10 cohort subjects"),
     ],
 )
 def test_params_errors(tmp_path, params, error, match):
@@ -168,3 +183,37 @@ def test_params_errors(tmp_path, params, error, match):
     qc = _qc_all(tmp_path)[:10]  # sub-11 and sub-12 have no extraction output
     with pytest.raises(error, match=match):
         build_cohort(manifest, excl, qc, params, 0, **_outputs(tmp_path))
+
+
+def test_held_out_sites_and_datasets_form_the_test_set(tmp_path, caplog):
+    manifest, excl = _manifest(tmp_path)
+    table = pd.read_csv(manifest, sep="\t")
+    table.loc[table["participant_id"].isin(["sub-11", "sub-12"]), "dataset"] = "ext"
+    storage.write_tsv(manifest, table)
+    outs = _outputs(tmp_path)
+    params = {**PARAMS, "n_folds": 2, "test_sites": ["C"], "test_datasets": ["ext"]}
+    with caplog.at_level("INFO", logger="brainage"):
+        build_cohort(manifest, excl, _qc_all(tmp_path), params, 5, **outs)
+    splits = pd.read_csv(outs["splits_out"], sep="\t").set_index("participant_id")
+    # Site C: sub-03, 06, 09, 12; dataset ext: sub-11, sub-12.
+    held = ["sub-03", "sub-06", "sub-09", "sub-11", "sub-12"]
+    assert splits.index[splits["set"] == "test"].tolist() == held
+    assert (splits.loc[held, "fold"] == -1).all()
+    cv = splits[splits["set"] == "cv"]
+    assert sorted(cv["fold"].unique().tolist()) == [0, 1]
+    # The cv folds are those made on the cv subjects alone (held-out subjects shape nothing).
+    ages = table.set_index("participant_id").loc[cv.index, "age"].to_numpy()
+    sites = table.set_index("participant_id").loc[cv.index, "site"].to_numpy()
+    np.testing.assert_array_equal(cv["fold"], make_folds(ages, sites, 2, False, 5))
+    cohort = storage.read_table(outs["cohort_out"])
+    assert len(cohort) == 12 and cohort.attrs["brainage"]["n_test"] == 5
+    assert cohort.attrs["brainage"]["params"]["test_sites"] == ["C"]
+    assert "12 subjects, 7 in 2 folds and 5 held out" in caplog.text
+
+
+def test_held_out_needs_enough_cv_subjects(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    with pytest.raises(ValueError, match=r"n_folds=5 but only 4 subjects; .*counted over the 4 cross-validation "
+                                         r"subjects only \(8 are held out"):
+        build_cohort(manifest, excl, _qc_all(tmp_path), {**PARAMS, "n_folds": 5, "test_sites": ["A", "B"]}, 0,
+                     **_outputs(tmp_path))

@@ -77,6 +77,7 @@ def test_config_yaml_models_build():
         ("connectome_ridge", {"kind": "covariance"}, "kind 'covariance' is not one of correlation, tangent"),
         ("connectome_ridge", {"alphas": []}, "alphas must be a non-empty list of positive numbers"),
         ("connectome_ridge", {"alphas": [1.0, -2.0]}, "alphas must be a non-empty list of positive numbers"),
+        ("connectome_ridge", {"target": "sqrt_age"}, "target 'sqrt_age' is not one of age, log_age"),
         ("cnn_rnn", {"rnn": "rnn"}, "rnn 'rnn' is not one of gru, lstm"),
         ("cnn_rnn", {"channels": []}, "channels must be a non-empty list of integers >= 1"),
         ("cnn_rnn", {"channels": [8, 0]}, "channels must be a non-empty list of integers >= 1"),
@@ -157,6 +158,39 @@ def test_connectome_ridge_parameters_change_the_model():
     assert heavy.fit_info_["alpha"] == 1e6
     # A huge penalty shrinks every prediction towards the mean age.
     assert np.std(heavy.predict(X)) < 0.1 * np.std(base.predict(X))
+
+
+def _log_planted_series(n: int, seed: int):
+    """Ages 6-60 y, log-uniform; the region 0-1 correlation rises linearly with log(age) (0 to 0.8)."""
+    rng = np.random.default_rng(seed)
+    log_ages = rng.permutation(np.linspace(np.log(6.0), np.log(60.0), n))
+    X = []
+    for rel in (log_ages - np.log(6.0)) / np.log(10.0):
+        x = rng.standard_normal((1000, 4))
+        x[:, 1] = 0.8 * rel * x[:, 0] + np.sqrt(1 - (0.8 * rel) ** 2) * x[:, 1]
+        X.append(x)
+    return X, np.exp(log_ages)
+
+
+def test_connectome_ridge_log_age_target_fits_a_multiplicative_age_effect():
+    X, ages = _log_planted_series(90, seed=11)
+    train, test = slice(0, 60), slice(60, None)
+    params = {"kind": "correlation", "alphas": [1.0]}
+    linear = get_model("connectome_ridge", {**params, "target": "age"}, 0).fit(X[train], ages[train])
+    logged = get_model("connectome_ridge", {**params, "target": "log_age"}, 0).fit(X[train], ages[train])
+    # The ridge inside predicts log(age); the model returns exp of it, in years.
+    np.testing.assert_allclose(logged.predict(X[test]), np.exp(logged.pipeline_.predict(X[test])))
+    mae_linear = np.mean(np.abs(linear.predict(X[test]) - ages[test]))
+    mae_logged = np.mean(np.abs(logged.predict(X[test]) - ages[test]))
+    # Age is exponential in the feature: a straight line in age misfits both ends, one in log(age) does not.
+    assert mae_logged < 0.7 * mae_linear
+    assert np.all(logged.predict(X) > 0)
+
+
+def test_connectome_ridge_log_age_rejects_non_positive_ages():
+    X, ages = _data("series", 4)
+    with pytest.raises(ValueError, match="connectome_ridge: target log_age needs ages > 0, found 0.0"):
+        get_model("connectome_ridge", {"target": "log_age"}, 0).fit(X, [0.0, *ages[1:]])
 
 
 # --- torch networks ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from brainage.report.__main__ import main
 from brainage.report.figures import model_figures, panel_titles, site_colours
 from brainage.report.methods import methods_paragraphs
 from brainage.report.page import summary_text
-from brainage.report.tables import NO_EXCLUSION, exclusions_table, metrics_table, qc_table
+from brainage.report.tables import NO_EXCLUSION, exclusions_table, metrics_sections, metrics_table, qc_table
 
 REPO = Path(__file__).resolve().parents[2]
 IDS = [f"sub-{i:03d}" for i in range(1, 9)]  # 8 listed; sub-007 and sub-008 are excluded
@@ -25,7 +25,7 @@ AGES = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 EXCLUDED = [("sub-007", "extract", "3 of 100 frames left after censoring (FD > 0.5 mm), need 40"),
             ("sub-008", "participants", "no preprocessed BOLD: <derivatives>/sub-008_bold.nii.gz")]
 METRICS = pd.DataFrame({
-    "model": ["dummy", "connectome_ridge"], "n": [6, 6], "mae": [14.5, 4.2049], "rmse": [17.0781, 5.0],
+    "model": ["dummy", "connectome_ridge"], "set": ["cv", "cv"], "n": [6, 6], "mae": [14.5, 4.2049], "rmse": [17.0781, 5.0],
     "r": [float("nan"), 0.98765], "r2": [-0.02, 0.91234], "mae_over_sd": [0.775, 0.22476],
     "mae_corrected": [14.5, 3.9], "r_corrected": [float("nan"), 0.98765], "delta_mae_vs_dummy": [0.0, -10.2951],
 })
@@ -36,8 +36,11 @@ def resolved_config():
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def write_inputs(tmp_path, *, sites=("siteA", "siteB"), exclusions=EXCLUDED, metrics=METRICS):
-    """Write a tiny consistent set of report inputs with brainage.storage; return the path arguments."""
+def write_inputs(tmp_path, *, sites=("siteA", "siteB"), exclusions=EXCLUDED, metrics=METRICS, held_out=()):
+    """Write a tiny consistent set of report inputs with brainage.storage; return the path arguments.
+
+    ``held_out``: subjects whose predictions are marked as the held-out test set (fold -1).
+    """
     site_of = {pid: sites[i % len(sites)] for i, pid in enumerate(IDS)}
     manifest = pd.DataFrame({"participant_id": IDS, "dataset": "demo", "site": [site_of[p] for p in IDS],
                              "age": AGES + [70.0, float("nan")], "sex": ["F", "M"] * 4})
@@ -49,14 +52,16 @@ def write_inputs(tmp_path, *, sites=("siteA", "siteB"), exclusions=EXCLUDED, met
                       pd.DataFrame(list(exclusions), columns=["participant_id", "stage", "reason"]))
     storage.write_tsv(tmp_path / "metrics.tsv", metrics)
     preds = pd.concat([
-        pd.DataFrame({"participant_id": IDS[:6], "model": model, "fold": [0, 0, 1, 1, 2, 2], "age": AGES,
+        pd.DataFrame({"participant_id": IDS[:6], "model": model,
+                      "set": ["test" if p in held_out else "cv" for p in IDS[:6]],
+                      "fold": [-1 if p in held_out else f for p, f in zip(IDS[:6], [0, 0, 1, 1, 2, 2])], "age": AGES,
                       "predicted_age": pred, "predicted_age_corrected": corr})
         for model, pred, corr in [("dummy", [35.0] * 6, [35.0] * 6),
                                   ("connectome_ridge", [15, 22, 31, 37, 45, 52], [12, 20, 30, 39, 48, 57])]
     ])
     storage.write_table(tmp_path / "predictions.parquet", preds, kind="evaluated_predictions")
     cards = []
-    for model in metrics["model"]:
+    for model in pd.unique(metrics["model"]):
         for fold in (0, 1):
             path = tmp_path / f"model-{model}" / f"fold-{fold}" / "card.json"
             storage.write_json(path, {
@@ -127,9 +132,9 @@ def test_summary_without_dummy_and_with_dummy_only():
 
 
 def test_metrics_table_shows_every_column_rounded():
-    table = metrics_table(METRICS)
+    table = metrics_table(METRICS.drop(columns="set"))
     headers = re.findall(r"<th>([^<]*)</th>", table)
-    assert headers == list(METRICS.columns)
+    assert headers == [c for c in METRICS.columns if c != "set"]
     cells = re.findall(r"<td>([^<]*)</td>", table)
     assert cells[:10] == ["dummy", "6", "14.50", "17.08", "n/a", "-0.020", "0.775", "14.50", "n/a", "0.00"]
     assert cells[10:] == ["connectome_ridge", "6", "4.20", "5.00", "0.988", "0.912", "0.225", "3.90", "0.988",
@@ -237,6 +242,8 @@ def _set(config, dotted, value):
     ("atlas.name", "file", "the label image None"),
     ("dataset.n_folds", 3, "3-fold cross-validation"),
     ("dataset.group_by_site", True, "grouped by site"),
+    ("dataset.test_sites", ["siteB"], "The subjects of the site siteB (3 subjects) were held out"),
+    ("dataset.test_datasets", ["demo"], "The subjects of the dataset demo (6 subjects) were held out"),
     ("evaluate.bias_correction", False, "No age-bias correction was applied"),
     ("seed", 7, "single workflow seed 7"),
     ("inputs.source", "fmriprep", "The data were fMRIPrep derivatives of the demo dataset"),
@@ -361,3 +368,69 @@ def test_empty_tsv_and_bad_parquet_inputs_are_rejected(tmp_path):
     storage.write_json(tmp_path / "card.json", [1, 2])
     with pytest.raises(InputDataError, match=r"card\.json: expected a JSON object \(model card\), found list"):
         run(cards=[tmp_path / "card.json"])
+
+
+# --- held-out (external) test set -------------------------------------------------------
+
+HELD_OUT = ("sub-003", "sub-006")  # the siteB subjects with sites=("siteA", "siteA", "siteB")
+HELD_SITES = ("siteA", "siteA", "siteB")
+METRICS_HELD = pd.concat([METRICS, pd.DataFrame({
+    "model": ["dummy", "connectome_ridge"], "set": ["test", "test"], "n": [2, 2], "mae": [21.25, 6.789],
+    "rmse": [22.0, 7.0], "r": [float("nan"), 0.5], "r2": [-0.5, 0.25], "mae_over_sd": [1.5, 0.48],
+    "mae_corrected": [21.25, 5.4321], "r_corrected": [float("nan"), 0.5], "delta_mae_vs_dummy": [0.0, -14.461],
+})], ignore_index=True)
+
+
+def _held_config():
+    config = resolved_config()
+    config["dataset"]["test_sites"] = ["siteB"]
+    return config
+
+
+def test_report_with_held_out_set_shows_both_sections(tmp_path):
+    html = build(tmp_path, config=_held_config(), sites=HELD_SITES, metrics=METRICS_HELD, held_out=HELD_OUT)
+    cv_at, test_at = html.index("<h3>Cross-validation</h3>"), html.index('<h3 id="held-out-test">Held-out test (site siteB)</h3>')
+    methods_at = html.index("<h2>Methods</h2>")
+    assert cv_at < test_at < methods_at
+    cv_cells = re.findall(r"<td>([^<]*)</td>", html[cv_at:test_at])
+    test_cells = re.findall(r"<td>([^<]*)</td>", html[test_at:methods_at].split("</table>")[0])
+    assert cv_cells[10:] == ["connectome_ridge", "6", "4.20", "5.00", "0.988", "0.912", "0.225", "3.90", "0.988", "-10.30"]
+    assert test_cells == ["dummy", "2", "21.25", "22.00", "n/a", "-0.500", "1.500", "21.25", "n/a", "0.00",
+                          "connectome_ridge", "2", "6.79", "7.00", "0.500", "0.250", "0.480", "5.43", "0.500", "-14.46"]
+    assert "<th>set</th>" not in html
+    assert ("On the held-out test set (2 subjects), connectome_ridge had a mean absolute error of 6.79 years "
+            "against 21.25 years for the dummy.") in html
+    assert "The subjects of the site siteB (2 subjects) were held out as an external test set" in html
+    assert "mean of the 5 fold models&#x27; predictions" in html
+    assert "fitted per model on the pooled out-of-fold predictions of the cross-validation subjects" in html
+    assert html.count("triangles = held-out test subjects (mean of the fold models)") == 2
+
+
+def test_report_without_held_out_set_has_no_test_section(tmp_path):
+    html = build(tmp_path)
+    assert "held-out" not in html.lower() and "Cross-validation</h3>" not in html and "triangles" not in html
+    assert html.count("<table class=\"dataframe metrics\">") == 1
+
+
+def test_metrics_sections_without_test_rows_is_the_plain_table():
+    assert metrics_sections(METRICS, "site x") == metrics_table(METRICS.drop(columns="set"))
+    assert metrics_table(METRICS.drop(columns="set")) in metrics_sections(METRICS_HELD, "site x")
+
+
+def test_figures_mark_held_out_subjects_and_title_their_metrics(tmp_path):
+    paths = write_inputs(tmp_path, sites=HELD_SITES, metrics=METRICS_HELD, held_out=HELD_OUT)
+    preds, cohort = storage.read_table(paths["predictions"]), storage.read_table(paths["cohort"])
+    marked = model_figures(preds, cohort, METRICS_HELD)
+    assert list(marked) == ["dummy", "connectome_ridge"]
+    # Same points, all drawn as cross-validation subjects: a different picture.
+    assert model_figures(preds.assign(set="cv"), cohort, METRICS)["connectome_ridge"] != marked["connectome_ridge"]
+    assert panel_titles(METRICS_HELD.iloc[1], METRICS_HELD.iloc[3]) == (
+        "raw: MAE 4.20 y, r 0.99\nheld-out: MAE 6.79 y, r 0.50",
+        "bias-corrected: MAE 3.90 y, r 0.99\nheld-out: MAE 5.43 y, r 0.50",
+    )
+
+
+def test_held_out_predictions_need_held_out_metrics(tmp_path):
+    paths = write_inputs(tmp_path, sites=HELD_SITES, metrics=METRICS, held_out=HELD_OUT)
+    with pytest.raises(InputDataError, match=r"metrics\.tsv: no row for connectome_ridge \(set test\), dummy \(set test\)"):
+        build_report(_held_config(), out=tmp_path / "r.html", **paths)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from brainage.splits import age_bins, make_folds
+from brainage.errors import ConfigError
+from brainage.splits import age_bins, held_out, make_folds, make_splits
 
 
 @pytest.fixture
@@ -104,3 +105,69 @@ def test_grouped_folds_left_empty_are_an_error():
 def test_invalid_inputs(ages, sites, match):
     with pytest.raises(ValueError, match=match):
         make_folds(ages, sites, 2, False, 0)
+
+
+# --- held-out (external) test set ----------------------------------------------------------
+
+
+def test_held_out_are_exactly_the_named_sites_and_datasets():
+    sites = np.array(["A", "B", "C", "A", "B", "C", "D"])
+    datasets = np.array(["abide", "abide", "abide", "adhd", "adhd", "adhd", "adhd"])
+    np.testing.assert_array_equal(held_out(sites, datasets, ["B"], []), [0, 1, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(held_out(sites, datasets, [], ["adhd"]), [0, 0, 0, 1, 1, 1, 1])
+    # A site or a dataset named: the union.
+    np.testing.assert_array_equal(held_out(sites, datasets, ["A", "C"], ["adhd"]), [1, 0, 1, 1, 1, 1, 1])
+    assert not held_out(sites, datasets, [], []).any()
+
+
+@pytest.mark.parametrize(
+    ("test_sites", "test_datasets", "match"),
+    [
+        (["B", "Z", "Y"], [], r"dataset\.test_sites: no cohort subject has the site\(s\) \['Y', 'Z'\]; "
+                             r"the cohort's sites are \['A', 'B'\]"),
+        ([], ["nki"], r"dataset\.test_datasets: no cohort subject has the dataset\(s\) \['nki'\]; "
+                      r"the cohort's datasets are \['abide'\]"),
+    ],
+)
+def test_held_out_unknown_names_list_what_exists(test_sites, test_datasets, match):
+    with pytest.raises(ConfigError, match=match):
+        held_out(["A", "B"], ["abide", "abide"], test_sites, test_datasets)
+
+
+def test_make_splits_folds_only_the_cv_subjects(cohort, caplog):
+    ages, sites = cohort
+    test = np.isin(sites, ["C", "F"])
+    with caplog.at_level("INFO", logger="brainage.splits"):
+        folds = make_splits(ages, sites, test, n_folds=5, group_by_site=False, seed=1)
+    assert (folds[test] == -1).all() and (folds[~test] >= 0).all()
+    # The cv subjects' folds are exactly those made on the cv subjects alone.
+    np.testing.assert_array_equal(folds[~test], make_folds(ages[~test], sites[~test], 5, False, 1))
+    assert f"held-out test set: {test.sum()} subjects; cross-validation: {(~test).sum()} subjects" in caplog.text
+    # Nothing held out: exactly make_folds on everyone.
+    np.testing.assert_array_equal(make_splits(ages, sites, np.zeros(100, bool), 5, False, 1),
+                                  make_folds(ages, sites, 5, False, 1))
+
+
+def test_make_splits_grouped_by_site_never_puts_a_held_out_site_in_a_fold(cohort):
+    ages, sites = cohort
+    test = sites == "H"
+    folds = make_splits(ages, sites, test, n_folds=4, group_by_site=True, seed=3)
+    assert set(folds[test].tolist()) == {-1}
+    assert sorted(set(folds[~test].tolist())) == [0, 1, 2, 3]
+    for site in set(sites[~test]):
+        assert len(set(folds[sites == site].tolist())) == 1, site
+
+
+def test_make_splits_errors():
+    ages, sites = np.linspace(10, 60, 6), np.array(["A", "A", "B", "B", "C", "C"])
+    with pytest.raises(ValueError, match=r"hold out all 6 cohort subjects; none is left for cross-validation"):
+        make_splits(ages, sites, np.ones(6, bool), 2, False, 0)
+    with pytest.raises(ValueError, match=r"dataset\.n_folds=3 but only 2 subjects; lower dataset\.n_folds; counted "
+                                         r"over the 2 cross-validation subjects only \(4 are held out by dataset\.test_sites"):
+        make_splits(ages, sites, sites != "A", 3, False, 0)
+    with pytest.raises(ValueError, match=r"only 2 sites were found.*; counted over the 4 cross-validation subjects only"):
+        make_splits(ages, sites, sites == "C", 3, True, 0)
+    with pytest.raises(ValueError, match=r"dataset\.n_folds=7 but only 6 subjects; lower dataset\.n_folds$"):
+        make_splits(ages, sites, np.zeros(6, bool), 7, False, 0)
+    with pytest.raises(ValueError, match=r"held-out mask \(2,\) and ages \(6,\) must be of one length"):
+        make_splits(ages, sites, np.zeros(2, bool), 2, False, 0)

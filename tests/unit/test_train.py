@@ -136,7 +136,8 @@ def test_inner_split_takes_one_subject_per_age_block():
 def test_read_design_errors(tmp_path):
     study = write_study(tmp_path, n=6, n_folds=3)
     design = read_design(study["cohort"], study["splits"], 1)
-    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "test"]
+    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "set", "test"]
+    assert (design["set"] == "cv").all()  # a splits table without a set column: everyone in cross-validation
     with pytest.raises(InputDataError, match=r"fold 5 has 0 test and 6 training.*folds present: \[0, 1, 2\]"):
         read_design(study["cohort"], study["splits"], 5)
     storage.write_tsv(tmp_path / "bad.tsv", pd.DataFrame({"participant_id": ["sub-00"], "fold": [0]}))
@@ -165,7 +166,8 @@ def test_cli_dummy_writes_predictions_and_card(tmp_path):
     study = write_study(tmp_path, n=12, n_folds=3, extra=1)
     assert _cli(study, tmp_path / "out") == 0
     pred = storage.read_table(tmp_path / "out" / "predictions.parquet", kind="predictions")
-    assert list(pred.columns) == ["participant_id", "model", "fold", "split", "age", "predicted_age"]
+    assert list(pred.columns) == ["participant_id", "model", "fold", "split", "set", "age", "predicted_age"]
+    assert (pred["set"] == "cv").all()
     test_ids = [pid for pid, f in zip(study["ids"], study["folds"]) if f == 1]
     assert sorted(pred.loc[pred["split"] == "test", "participant_id"]) == test_ids
     assert len(pred) == 12 and "sub-12" not in set(pred["participant_id"])  # the excluded subject
@@ -173,7 +175,7 @@ def test_cli_dummy_writes_predictions_and_card(tmp_path):
     train_ages = [a for a, f in zip(study["ages"], study["folds"]) if f != 1]
     np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], np.mean(train_ages))
     card = storage.read_json(tmp_path / "out" / "card.json")
-    assert (card["n_train"], card["n_inner"], card["n_test"]) == (8, 8, 4)
+    assert (card["n_train"], card["n_inner"], card["n_test"], card["n_heldout"]) == (8, 8, 4, 0)
     assert card["seeds"] == derive_seeds(42, 1, "dummy") and card["params"] == {} and card["input_kind"] == "series"
     assert set(card["versions"]) >= {"brainage", "torch", "sklearn", "nilearn", "numpy"}
     assert card["epochs_run"] is None and card["device"] == "cpu"
@@ -238,3 +240,77 @@ def test_cli_unknown_model_and_bad_params(tmp_path, capsys):
     assert "'dummy': unknown parameter(s) kind; allowed: none" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown model 'lasso'"):
         train_model("lasso", 0, study["cohort"], study["splits"], study["inputs"], {}, 1, 1, tmp_path / "o")
+
+
+# --- held-out (external) test set -------------------------------------------------------
+
+HELD_OUT = ["sub-02", "sub-05", "sub-09"]
+
+
+def _hold_out(study, held=HELD_OUT):
+    """Mark ``held`` as the held-out set in the study's splits.tsv (fold -1); refold the rest 0..2."""
+    cv = [pid for pid in study["ids"][: len(study["folds"])] if pid not in held]
+    folds = {pid: i % 3 for i, pid in enumerate(cv)} | {pid: -1 for pid in held}
+    ids = study["ids"][: len(study["folds"])]
+    storage.write_tsv(study["splits"], pd.DataFrame({
+        "participant_id": ids, "fold": [folds[p] for p in ids], "set": ["test" if p in held else "cv" for p in ids],
+    }))
+    return folds
+
+
+def test_held_out_subjects_are_predicted_by_every_fold_and_never_trained_on(tmp_path):
+    study = write_study(tmp_path, n=12, n_folds=3)
+    folds = _hold_out(study)
+    age = dict(zip(study["ids"], study["ages"]))
+    for fold in range(3):
+        out = tmp_path / f"fold-{fold}"
+        assert _cli(study, out, fold=fold) == 0
+        pred = storage.read_table(out / "predictions.parquet")
+        held = pred[pred["set"] == "test"]
+        assert sorted(held["participant_id"]) == HELD_OUT and (held["split"] == "test").all()
+        assert (held["fold"] == fold).all()
+        # The dummy predicts the mean age of this fold's training subjects: cv subjects of the other folds.
+        train_mean = np.mean([age[p] for p, f in folds.items() if f not in (fold, -1)])
+        np.testing.assert_allclose(held["predicted_age"], train_mean)
+        np.testing.assert_allclose(held["age"], [age[p] for p in held["participant_id"]])
+        cv_test = pred[(pred["set"] == "cv") & (pred["split"] == "test")]
+        assert sorted(cv_test["participant_id"]) == sorted(p for p, f in folds.items() if f == fold)
+        assert not set(HELD_OUT) & set(pred.loc[pred["split"] == "inner", "participant_id"])
+        card = storage.read_json(out / "card.json")
+        assert (card["n_train"], card["n_test"], card["n_heldout"]) == (6, 3, 3)
+
+
+def test_held_out_subjects_do_not_change_the_fitted_model(tmp_path):
+    # connectome_ridge chooses its penalty by inner CV: with the held-out subjects in the cohort
+    # (marked test) or removed from it, every cross-validation prediction must be identical.
+    study = write_study(tmp_path / "a", n=12, n_folds=3)
+    _hold_out(study)
+    assert _cli(study, tmp_path / "with", model="connectome_ridge", fold=0) == 0
+    cohort = storage.read_table(study["cohort"])
+    storage.write_table(tmp_path / "a" / "cv_only.parquet", cohort[~cohort["participant_id"].isin(HELD_OUT)],
+                        kind="cohort")
+    cv_only = {**study, "cohort": tmp_path / "a" / "cv_only.parquet"}
+    assert _cli(cv_only, tmp_path / "without", model="connectome_ridge", fold=0) == 0
+    with_held = storage.read_table(tmp_path / "with" / "predictions.parquet")
+    without = storage.read_table(tmp_path / "without" / "predictions.parquet")
+    pd.testing.assert_frame_equal(with_held[with_held["set"] == "cv"].reset_index(drop=True), without)
+    held = with_held[with_held["set"] == "test"]
+    assert sorted(held["participant_id"]) == HELD_OUT and held["predicted_age"].nunique() == 3
+
+
+def test_read_design_checks_sets(tmp_path):
+    study = write_study(tmp_path, n=6, n_folds=3)
+    _hold_out(study, held=["sub-01"])
+    design = read_design(study["cohort"], study["splits"], 0)
+    assert design.loc[design["participant_id"] == "sub-01", ["fold", "set", "test"]].values.tolist() == [[-1, "test", False]]
+    splits = pd.read_csv(study["splits"], sep="\t")
+    storage.write_tsv(tmp_path / "set.tsv", splits.assign(set=["cv", "test", "cv", "cv", "cv", "external"]))
+    with pytest.raises(InputDataError, match=r"set\.tsv: set values \['external'\], expected only \['cv', 'test'\]"):
+        read_design(study["cohort"], tmp_path / "set.tsv", 0)
+    storage.write_tsv(tmp_path / "fold.tsv", splits.assign(fold=[0, 1, 2, 0, 1, 2]))
+    with pytest.raises(InputDataError, match=r"fold\.tsv: fold -1 must mark exactly the held-out .* not so for sub-01"):
+        read_design(study["cohort"], tmp_path / "fold.tsv", 0)
+    storage.write_tsv(tmp_path / "few.tsv", splits.assign(fold=[0, -1, -1, -1, -1, 1],
+                                                          set=["cv", "test", "test", "test", "test", "cv"]))
+    with pytest.raises(InputDataError, match=r"fold 0 has 1 test and 1 training cohort subjects.*present: \[0, 1\]"):
+        read_design(study["cohort"], tmp_path / "few.tsv", 0)

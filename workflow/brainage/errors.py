@@ -11,3 +11,11 @@ class InputDataError(ValueError):
 
 class ConfigError(ValueError):
     """A parameter value that the schema cannot express a constraint for."""
+
+
+class DownloadError(RuntimeError):
+    """A remote store could not be used at all (unreachable endpoint, retries exhausted).
+
+    A single subject's missing or forbidden file is not a ``DownloadError``: that subject is
+    recorded as excluded and the others continue.
+    """

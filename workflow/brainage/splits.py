@@ -1,4 +1,4 @@
-"""Subject-level cross-validation folds: stratified by age, optionally grouped by site."""
+"""Subject-level cross-validation folds (stratified by age, optionally grouped by site) and held-out sets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from brainage.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MAX_AGE_BINS = 10  # deciles: enough to balance the age distribution without tiny strata
+HELD_OUT_FOLD = -1  # the fold of held-out (external test) subjects: no cross-validation fold
+SETS = ("cv", "test")  # values of the ``set`` column: cross-validation, held-out test
 
 
 def age_bins(ages: np.ndarray, n_folds: int) -> np.ndarray:
@@ -106,4 +110,97 @@ def make_folds(
         )
     kind = "grouped by site" if group_by_site else "age-stratified"
     log.info("%d folds (%s), sizes %s", n_folds, kind, sizes.tolist())
+    return folds
+
+
+def held_out(
+    sites: np.ndarray, datasets: np.ndarray, test_sites: list[str], test_datasets: list[str]
+) -> np.ndarray:
+    """Mark the subjects of the named sites or datasets as the held-out (external) test set.
+
+    Parameters
+    ----------
+    sites, datasets : array-like, shape (n_subjects,), str
+        Each cohort subject's site and dataset label.
+    test_sites, test_datasets : list of str
+        ``dataset.test_sites`` and ``dataset.test_datasets``; a subject is held out when its
+        site *or* its dataset is named.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_subjects,)
+        True for held-out subjects.
+
+    Raises
+    ------
+    ConfigError
+        A named site or dataset has no cohort subject (the message lists those that exist).
+    """
+    sites = [str(s) for s in sites]
+    datasets = [str(d) for d in datasets]
+    for key, what, names, present in (
+        ("test_sites", "site", test_sites, sites), ("test_datasets", "dataset", test_datasets, datasets)
+    ):
+        unknown = sorted(set(names) - set(present))
+        if unknown:
+            raise ConfigError(
+                f"dataset.{key}: no cohort subject has the {what}(s) {unknown}; "
+                f"the cohort's {what}s are {sorted(set(present))}"
+            )
+    return np.isin(sites, list(test_sites)) | np.isin(datasets, list(test_datasets))
+
+
+def make_splits(
+    ages: np.ndarray,
+    sites: np.ndarray,
+    test: np.ndarray,
+    n_folds: int,
+    group_by_site: bool,
+    seed: int,
+) -> np.ndarray:
+    """Folds of the cross-validation subjects; held-out subjects get :data:`HELD_OUT_FOLD`.
+
+    The folds are made (:func:`make_folds`) on the cross-validation subjects only, so a
+    held-out subject never shapes them, and with no held-out subject the folds are exactly
+    those of :func:`make_folds` on everyone.
+
+    Parameters
+    ----------
+    ages : array-like, shape (n_subjects,), float (years)
+    sites : array-like, shape (n_subjects,), str
+    test : array-like of bool, shape (n_subjects,)
+        Held-out subjects (:func:`held_out`).
+    n_folds, group_by_site, seed
+        As for :func:`make_folds`.
+
+    Returns
+    -------
+    ndarray, shape (n_subjects,), int
+        Fold in ``0 .. n_folds - 1`` for cross-validation subjects, -1 for held-out ones.
+
+    Raises
+    ------
+    ValueError
+        Every subject held out; too few cross-validation subjects (or sites) for ``n_folds``.
+    """
+    test = np.asarray(test, dtype=bool)
+    ages, sites = np.asarray(ages, dtype=float), np.asarray(sites, dtype=object)
+    if test.shape != ages.shape:
+        raise ValueError(f"held-out mask {test.shape} and ages {ages.shape} must be of one length")
+    n_test = int(test.sum())
+    if n_test == len(test):
+        raise ValueError(
+            f"dataset.test_sites / dataset.test_datasets hold out all {n_test} cohort subjects; "
+            "none is left for cross-validation and training"
+        )
+    folds = np.full(len(ages), HELD_OUT_FOLD, dtype=int)
+    try:
+        folds[~test] = make_folds(ages[~test], sites[~test], n_folds, group_by_site, seed)
+    except ValueError as err:
+        if not n_test:
+            raise
+        raise ValueError(f"{err}; counted over the {len(test) - n_test} cross-validation subjects only "
+                         f"({n_test} are held out by dataset.test_sites / dataset.test_datasets)") from err
+    if n_test:
+        log.info("held-out test set: %d subjects; cross-validation: %d subjects", n_test, len(test) - n_test)
     return folds

@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
 from brainage.participants import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
-from brainage.splits import make_folds
+from brainage.splits import held_out, make_splits
 from brainage import storage
 from brainage.storage import read_json, write_table, write_tsv
 
@@ -29,18 +30,34 @@ class DatasetParams:
 
     n_folds: int
     group_by_site: bool
+    test_sites: tuple[str, ...]
+    test_datasets: tuple[str, ...]
 
     @classmethod
     def from_dict(cls, params: dict) -> DatasetParams:
-        """Build from the config section; error on missing or unknown keys."""
-        expected = {"n_folds", "group_by_site"}
+        """Build from the config section; error on missing or unknown keys, or names not in a list."""
+        expected = {"n_folds", "group_by_site", "test_sites", "test_datasets"}
         missing, unknown = expected - params.keys(), params.keys() - expected
         if missing or unknown:
             raise ConfigError(
                 f"dataset params: expected keys {sorted(expected)}, missing {sorted(missing)}, "
                 f"unknown {sorted(unknown)}"
             )
-        return cls(n_folds=int(params["n_folds"]), group_by_site=bool(params["group_by_site"]))
+        for key in ("test_sites", "test_datasets"):
+            # A bare string would otherwise be split into its letters.
+            if not isinstance(params[key], list):
+                raise ConfigError(f"dataset.{key}: expected a list of names, found {params[key]!r}")
+        return cls(
+            n_folds=int(params["n_folds"]),
+            group_by_site=bool(params["group_by_site"]),
+            test_sites=tuple(str(s) for s in params["test_sites"]),
+            test_datasets=tuple(str(d) for d in params["test_datasets"]),
+        )
+
+    def as_dict(self) -> dict:
+        """The section as plain JSON values (for provenance)."""
+        return {"n_folds": self.n_folds, "group_by_site": self.group_by_site,
+                "test_sites": list(self.test_sites), "test_datasets": list(self.test_datasets)}
 
 
 def read_qc(path: str | os.PathLike) -> dict:
@@ -140,14 +157,17 @@ def build_cohort(
         Extraction QC JSON records (participant_id, stage, status, reason, n_frames_kept,
         n_timepoints, mean_fd, ...), one per subject.
     params : dict
-        The ``dataset`` config section: ``n_folds`` (int), ``group_by_site`` (bool).
+        The ``dataset`` config section: ``n_folds`` (int), ``group_by_site`` (bool),
+        ``test_sites``, ``test_datasets`` (lists of str: subjects of these sites or datasets
+        form the held-out test set, outside the folds).
     seed : int
         The config seed; folds are shuffled with it.
     cohort_out : path-like
         cohort.parquet (kind ``cohort``): participant_id, dataset, site, age (years), sex,
         n_timepoints, n_frames_kept, mean_fd (mm); manifest order.
     splits_out : path-like
-        splits.tsv: participant_id, fold (``0 .. n_folds - 1``).
+        splits.tsv: participant_id, fold (``0 .. n_folds - 1``; -1 for held-out subjects),
+        set (``cv`` or ``test``).
     exclusions_out : path-like
         exclusions.tsv: participant_id, stage, reason for every subject not in the cohort.
 
@@ -155,8 +175,11 @@ def build_cohort(
     ------
     InputDataError
         Malformed manifest, exclusions table or QC record; two QC records for one subject.
+    ConfigError
+        A site or dataset in ``test_sites`` / ``test_datasets`` has no cohort subject.
     ValueError
-        Too few subjects (or sites) for ``n_folds`` (see :func:`brainage.splits.make_folds`).
+        Every subject held out; too few cross-validation subjects (or sites) for ``n_folds``
+        (see :func:`brainage.splits.make_splits`).
     """
     config = DatasetParams.from_dict(params)
     table = _read_manifest(manifest)
@@ -165,16 +188,21 @@ def build_cohort(
     exclusions = pd.concat([_read_exclusions(participant_exclusions), qc_exclusions], ignore_index=True)
     # A site left empty would become NaN; as its own "n/a" group it stays visible in grouped CV.
     sites = cohort["site"].fillna("n/a").to_numpy()
-    folds = make_folds(cohort["age"].to_numpy(), sites, config.n_folds, config.group_by_site, seed)
+    test = held_out(sites, cohort["dataset"].fillna("n/a").to_numpy(), list(config.test_sites),
+                    list(config.test_datasets))
+    folds = make_splits(cohort["age"].to_numpy(), sites, test, config.n_folds, config.group_by_site, seed)
     provenance = {
-        "params": {"n_folds": config.n_folds, "group_by_site": config.group_by_site},
+        "params": config.as_dict(),
         "seed": seed,
         "n_subjects": len(cohort),
+        "n_test": int(test.sum()),
         "n_excluded": len(exclusions),
         "sources": {"manifest": str(manifest), "participant_exclusions": str(participant_exclusions),
                     "qc_files": [str(p) for p in qc_files]},
     }
     write_table(cohort_out, cohort, kind="cohort", provenance=provenance)
-    write_tsv(splits_out, pd.DataFrame({"participant_id": cohort["participant_id"], "fold": folds}))
+    sets = np.where(test, "test", "cv")
+    write_tsv(splits_out, pd.DataFrame({"participant_id": cohort["participant_id"], "fold": folds, "set": sets}))
     write_tsv(exclusions_out, exclusions)
-    log.info("cohort: %d subjects in %d folds, %d excluded", len(cohort), config.n_folds, len(exclusions))
+    log.info("cohort: %d subjects, %d in %d folds and %d held out; %d excluded", len(cohort),
+             int((~test).sum()), config.n_folds, int(test.sum()), len(exclusions))

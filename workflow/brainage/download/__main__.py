@@ -1,17 +1,38 @@
-"""Command line of the download stage: ``python -m brainage.download atlas``."""
+"""Command line of the download stage: ``python -m brainage.download atlas|indi|pcp-rois``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from brainage._cli import json_object, run
+from brainage._cli import existing_file, json_object, run
 
 
 def _atlas(args: argparse.Namespace) -> None:
     from brainage.download.atlas import build_atlas
 
     build_atlas(args.params, args.seed, args.out, args.labels_out)
+
+
+def _indi(args: argparse.Namespace) -> None:
+    from brainage.download.fetch import fetch_dataset
+
+    fetch_dataset(
+        entry=args.entry,
+        indi_params=args.indi,
+        seed=args.seed,
+        out_dir=args.out_dir,
+        manifest_out=args.manifest_out,
+        files_out=args.files_out,
+        exclusions_out=args.exclusions_out,
+        progress=not args.no_progress,
+    )
+
+
+def _pcp_rois(args: argparse.Namespace) -> None:
+    from brainage.download.pcp import convert_pcp_rois
+
+    convert_pcp_rois(args.participant_id, args.rois, args.params, args.series_out, args.qc_out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--out", type=Path, required=True, help="label image to write (.nii.gz)")
     atlas.add_argument("--labels-out", type=Path, required=True, help="label table to write (.tsv)")
     atlas.set_defaults(func=_atlas)
+
+    fetch = verbs.add_parser("indi", help="download one INDI dataset: phenotypes, selected subjects' files")
+    fetch.add_argument("--entry", type=json_object, required=True, help="one item of the datasets config list, as JSON")
+    fetch.add_argument("--indi", type=json_object, required=True, help="the indi config section as JSON")
+    fetch.add_argument("--seed", type=int, required=True, help="the config seed (max_subjects sampling)")
+    fetch.add_argument("--out-dir", type=Path, required=True, help="folder the files are written under")
+    fetch.add_argument("--manifest-out", type=Path, required=True, help="participants TSV to write")
+    fetch.add_argument("--files-out", type=Path, required=True, help="fetched-files TSV to write")
+    fetch.add_argument("--exclusions-out", type=Path, required=True, help="exclusions TSV to write")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=_indi)
+
+    rois = verbs.add_parser("pcp-rois", help="convert one ABIDE PCP .1D ROI series file to Parquet + QC")
+    rois.add_argument("--participant-id", required=True, help="e.g. sub-0050003")
+    rois.add_argument("--rois", type=existing_file, required=True, help="the PCP <FILE_ID>_rois_<atlas>.1D file")
+    rois.add_argument("--params", type=json_object, required=True, help="the extract config section as JSON")
+    rois.add_argument("--series-out", type=Path, required=True, help="ROI series Parquet to write")
+    rois.add_argument("--qc-out", type=Path, required=True, help="QC record JSON to write")
+    rois.set_defaults(func=_pcp_rois)
     return parser
 
 

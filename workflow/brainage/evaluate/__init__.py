@@ -1,4 +1,4 @@
-"""Evaluation: pooled test predictions of every model, age-bias correction, metrics table."""
+"""Evaluation: pooled test predictions of every model, age-bias correction, metrics per set."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
-from brainage.evaluate.bias import BiasFit, fit_bias
+from brainage.evaluate.bias import UNCORRECTED, fit_bias
+from brainage.evaluate.checks import check_coverage, check_heldout, check_leakage
+from brainage.evaluate.heldout import heldout_predictions
 from brainage.evaluate.metrics import metrics_table
 from brainage import storage
+from brainage.splits import SETS
 from brainage.storage import read_table, write_table, write_tsv
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("participant_id", "model", "fold", "split", "age", "predicted_age")
+__all__ = ["check_coverage", "correct_bias", "evaluate", "read_predictions"]
+
+PREDICTION_COLUMNS = ("participant_id", "model", "fold", "split", "set", "age", "predicted_age")
 SPLITS = ("test", "inner")
-OUTPUT_COLUMNS = ("participant_id", "model", "fold", "age", "predicted_age", "predicted_age_corrected")
-_MAX_LISTED = 10  # subjects named in an error message before "..."
+OUTPUT_COLUMNS = ("participant_id", "model", "set", "fold", "age", "predicted_age", "predicted_age_corrected")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class EvaluateParams:
 
 
 def read_predictions(paths: list) -> pd.DataFrame:
-    """Concatenate prediction tables (kind ``predictions``) and check their columns and splits.
+    """Concatenate prediction tables (kind ``predictions``) and check their columns, splits and sets.
 
     Returns
     -------
@@ -47,51 +51,26 @@ def read_predictions(paths: list) -> pd.DataFrame:
     Raises
     ------
     InputDataError
-        A file lacks columns or has a split other than ``test`` / ``inner``.
+        A file lacks columns, has a split other than ``test`` / ``inner`` or a set other
+        than ``cv`` / ``test``, or has held-out (set ``test``) subjects in ``inner`` rows.
     """
     tables = []
     for path in paths:
         table = read_table(path, kind="predictions")
         storage.require_columns(table, path, PREDICTION_COLUMNS, "predictions table")
-        bad = sorted(set(table["split"]) - set(SPLITS))
-        if bad:
-            raise InputDataError(f"{path}: split values {bad}, expected only {list(SPLITS)}")
+        for column, allowed in (("split", SPLITS), ("set", SETS)):
+            bad = sorted(set(table[column].astype(str)) - set(allowed))
+            if bad:
+                raise InputDataError(f"{path}: {column} values {bad}, expected only {list(allowed)}")
+        # Inner rows feed the bias correction: a held-out subject there would leak its age.
+        leaked = sorted(set(table.loc[(table["set"] == "test") & (table["split"] == "inner"), "participant_id"]))
+        if leaked:
+            raise InputDataError(f"{path}: held-out (set 'test') subjects in 'inner' rows: {leaked[:10]}")
         tables.append(table[list(PREDICTION_COLUMNS)])
     if not tables:
         raise ValueError("no prediction files given")
     frame = pd.concat(tables, ignore_index=True)
     return frame.astype({"fold": "int64", "age": "float64", "predicted_age": "float64"})
-
-
-def _listed(ids: list) -> str:
-    shown = ", ".join(map(str, ids[:_MAX_LISTED]))
-    return shown + (f" ... ({len(ids)} in all)" if len(ids) > _MAX_LISTED else "")
-
-
-def check_coverage(test: pd.DataFrame, models: list[str]) -> None:
-    """Every model must predict every subject exactly once in its test rows.
-
-    Raises
-    ------
-    ValueError
-        Naming the model and its duplicated or missing subjects.
-    """
-    everyone = set(test["participant_id"])
-    for model in models:
-        ids = test.loc[test["model"] == model, "participant_id"]
-        duplicated = sorted(set(ids[ids.duplicated()]))
-        if duplicated:
-            raise ValueError(f"model {model!r}: subjects in more than one test row: {_listed(duplicated)}")
-        missing = sorted(everyone - set(ids))
-        if missing:
-            raise ValueError(f"model {model!r}: no test prediction for subjects {_listed(missing)}")
-
-
-def _check_leakage(inner: pd.DataFrame, test: pd.DataFrame, label: str) -> None:
-    # A test subject among the rows the correction is fitted on would leak its age into it.
-    both = sorted(set(inner["participant_id"]) & set(test["participant_id"]))
-    if both:
-        raise ValueError(f"{label}: subjects both in 'inner' and 'test' rows: {_listed(both)}")
 
 
 def correct_bias(predictions: pd.DataFrame, bias_correction: bool) -> tuple[pd.DataFrame, list[dict]]:
@@ -100,7 +79,7 @@ def correct_bias(predictions: pd.DataFrame, bias_correction: bool) -> tuple[pd.D
     Parameters
     ----------
     predictions : DataFrame
-        Columns ``PREDICTION_COLUMNS``.
+        Columns ``PREDICTION_COLUMNS``, cross-validation rows only (set ``cv``).
     bias_correction : bool
         False: corrected = predicted.
 
@@ -109,20 +88,20 @@ def correct_bias(predictions: pd.DataFrame, bias_correction: bool) -> tuple[pd.D
     test : DataFrame
         Test rows, columns ``OUTPUT_COLUMNS``.
     fits : list of dict
-        One per model and fold: model, fold and the :class:`BiasFit` fields.
+        One per model and fold: model, set ("cv"), fold and the :class:`BiasFit` fields.
     """
     parts, fits = [], []
     for (model, fold), group in predictions.groupby(["model", "fold"], sort=False):
         test = group[group["split"] == "test"].copy()
-        fit = BiasFit(slope=1.0, intercept=0.0, applied=False, n=0)
+        fit = UNCORRECTED
         if bias_correction:
             inner = group[group["split"] == "inner"]
             label = f"model {model!r} fold {fold}"
-            _check_leakage(inner, test, label)
+            check_leakage(inner, test, label)
             fit = fit_bias(inner["age"].to_numpy(), inner["predicted_age"].to_numpy(), label)
         test["predicted_age_corrected"] = fit.correct(test["predicted_age"].to_numpy())
         parts.append(test[list(OUTPUT_COLUMNS)])
-        fits.append({"model": model, "fold": int(fold), **asdict(fit)})
+        fits.append({"model": model, "set": "cv", "fold": int(fold), **asdict(fit)})
     return pd.concat(parts, ignore_index=True), fits
 
 
@@ -134,32 +113,48 @@ def evaluate(
 ) -> None:
     """Pool every model's out-of-sample predictions, correct the age bias, write metrics.
 
+    Cross-validation (set ``cv``): each subject's out-of-fold prediction, bias-corrected per
+    model and fold with a line fitted on that fold's inner rows. Held-out test set (set
+    ``test``, when the folds table held subjects out): the mean of the K fold models'
+    predictions, bias-corrected with a line fitted on the model's pooled out-of-fold
+    cross-validation predictions (:func:`heldout.heldout_predictions`).
+
     Parameters
     ----------
     prediction_files : list of path-like
         Prediction tables (kind ``predictions``): participant_id, model, fold, split
         (``test``, or ``inner`` for out-of-sample predictions of the fold's training
-        subjects), age, predicted_age (years).
+        subjects), set (``cv``, or ``test`` for held-out subjects, always split ``test``),
+        age, predicted_age (years).
     params : dict
         The ``evaluate`` config section: ``bias_correction`` (bool).
     predictions_out : path-like
-        predictions.parquet (kind ``evaluated_predictions``): test rows only, columns
-        ``OUTPUT_COLUMNS``; bias fits per model and fold in its provenance.
+        predictions.parquet (kind ``evaluated_predictions``): one row per model and
+        subject, cross-validation rows first, columns ``OUTPUT_COLUMNS`` (held-out rows have
+        fold -1); bias fits per model, set and fold in its provenance.
     metrics_out : path-like
-        metrics.tsv: one row per model, dummy first, the others in order of first
-        appearance in ``prediction_files`` (see :func:`metrics.metrics_table`).
+        metrics.tsv: one row per model and set, the ``cv`` rows first; within a set the
+        dummy first, the others in order of first appearance in ``prediction_files`` (see
+        :func:`metrics.metrics_table`).
 
     Raises
     ------
     ValueError
-        A model misses or duplicates test subjects; a subject is both inner and test in
-        one fold; a fold's inner rows cannot be fitted.
+        A model misses or duplicates test subjects (or held-out subjects in one of its
+        folds); a subject is both inner and test in one fold, or held out and in
+        cross-validation; a bias line cannot be fitted.
     """
     config = EvaluateParams.from_dict(params)
     predictions = read_predictions(prediction_files)
     models = list(pd.unique(predictions["model"]))
-    check_coverage(predictions[predictions["split"] == "test"], models)
-    test, fits = correct_bias(predictions, config.bias_correction)
+    cv = predictions[predictions["set"] == "cv"]
+    check_coverage(cv[cv["split"] == "test"], models)
+    check_heldout(predictions, models)
+    test, fits = correct_bias(cv, config.bias_correction)
+    heldout, heldout_fits = heldout_predictions(predictions, models, config.bias_correction)
+    if not heldout.empty:
+        test = pd.concat([test, heldout[list(OUTPUT_COLUMNS)]], ignore_index=True)
+    fits += heldout_fits
     metrics = metrics_table(test, models)
     provenance = {
         "params": asdict(config),
@@ -170,5 +165,6 @@ def evaluate(
     write_tsv(metrics_out, metrics)
     for row in metrics.itertuples():
         log.info(
-            "%s: n=%d MAE %.2f y, r %.2f, MAE corrected %.2f y", row.model, row.n, row.mae, row.r, row.mae_corrected
+            "%s (%s): n=%d MAE %.2f y, r %.2f, MAE corrected %.2f y",
+            row.model, row.set, row.n, row.mae, row.r, row.mae_corrected,
         )

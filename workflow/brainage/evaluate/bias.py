@@ -51,6 +51,10 @@ class BiasFit:
         return (predicted - self.intercept) / self.slope
 
 
+# Disabled correction (``bias_correction: false``): corrected = predicted.
+UNCORRECTED = BiasFit(slope=1.0, intercept=0.0, applied=False, n=0)
+
+
 def fit_bias(age: np.ndarray, predicted: np.ndarray, label: str = "") -> BiasFit:
     """Fit the age bias of predictions on training subjects.
 

@@ -1,4 +1,4 @@
-"""Brain-age accuracy metrics on pooled out-of-sample predictions."""
+"""Brain-age accuracy metrics on pooled out-of-sample predictions, per model and set."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+from brainage.splits import SETS
+
 METRIC_COLUMNS = (
-    "model", "n", "mae", "rmse", "r", "r2", "mae_over_sd",
+    "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd",
     "mae_corrected", "r_corrected", "delta_mae_vs_dummy",
 )
 DUMMY = "dummy"
@@ -61,22 +63,33 @@ def model_metrics(age: np.ndarray, predicted: np.ndarray, corrected: np.ndarray)
 
 
 def metrics_table(test: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """One row of metrics per model, in the order of ``models`` with the dummy first.
+    """One row of metrics per model and set: the ``cv`` rows, then the held-out ``test`` rows.
 
     Parameters
     ----------
     test : DataFrame
-        Test rows: model, age, predicted_age, predicted_age_corrected.
+        Evaluated predictions: model, set ("cv" or "test"), age, predicted_age,
+        predicted_age_corrected. A set without rows gets no metrics rows.
     models : list of str
         Model names in the wanted order.
 
     Returns
     -------
     DataFrame
-        Columns ``METRIC_COLUMNS``; ``delta_mae_vs_dummy`` is the model's MAE minus the
-        dummy's (negative = better than the dummy), NaN without a dummy.
+        Columns ``METRIC_COLUMNS``; within each set the dummy first, the rest in the order of
+        ``models``. ``delta_mae_vs_dummy`` is the model's MAE minus the dummy's on the same
+        set (negative = better than the dummy), NaN without a dummy.
     """
     order = sorted(models, key=lambda m: m != DUMMY)  # stable: the dummy first, the rest as given
+    tables = []
+    for name in SETS:
+        rows = test[test["set"] == name]
+        if not rows.empty:
+            tables.append(_set_metrics(rows, order).assign(set=name))
+    return pd.concat(tables, ignore_index=True)[list(METRIC_COLUMNS)]
+
+
+def _set_metrics(test: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     rows = []
     for model in order:
         part = test[test["model"] == model]
@@ -87,4 +100,4 @@ def metrics_table(test: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     dummy_mae = table.loc[table["model"] == DUMMY, "mae"]
     table["delta_mae_vs_dummy"] = table["mae"] - dummy_mae.iloc[0] if len(dummy_mae) else float("nan")
-    return table[list(METRIC_COLUMNS)]
+    return table

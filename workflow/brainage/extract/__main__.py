@@ -21,6 +21,8 @@ def _subject(args: argparse.Namespace) -> None:
         args.volumes_out,
         args.qc_out,
         confounds=args.confounds,
+        # No confounds table means an already denoised BOLD (ABIDE PCP func_preproc).
+        denoised=args.confounds is None,
     )
 
 
@@ -30,15 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     sub = verbs.add_parser(
         "subject",
-        help="denoise one subject's fMRIPrep BOLD; write ROI series, volumes and QC",
+        help="denoise one subject's BOLD; write ROI series, volumes and QC",
         description="Excluded subjects (bad data) get a QC record with the reason and empty "
-        "outputs; the exit code stays 0.",
+        "outputs; the exit code stays 0. Without --confounds the BOLD is taken as already "
+        "denoised (e.g. ABIDE PCP func_preproc): no confound regression, no scrubbing.",
     )
     sub.add_argument("--participant-id", required=True, help="e.g. sub-001")
-    sub.add_argument("--bold", required=True, type=existing_file, help="*_desc-preproc_bold.nii.gz")
-    sub.add_argument("--mask", required=True, type=existing_file, help="*_desc-brain_mask.nii.gz")
-    sub.add_argument("--confounds", required=True, type=existing_file,
-                     help="*_desc-confounds_timeseries.tsv (checked to be the one nilearn reads)")
+    sub.add_argument("--bold", required=True, type=existing_file,
+                     help="*_desc-preproc_bold.nii.gz or PCP *_func_preproc.nii.gz; TR from its "
+                     ".json sidecar if present, else from the NIfTI header")
+    sub.add_argument("--mask", required=True, type=existing_file,
+                     help="*_desc-brain_mask.nii.gz or PCP *_func_mask.nii.gz")
+    sub.add_argument("--confounds", type=existing_file,
+                     help="*_desc-confounds_timeseries.tsv (checked to be the one nilearn reads); "
+                     "omit for an already denoised BOLD")
     sub.add_argument("--atlas", required=True, type=existing_file, help="integer label NIfTI")
     sub.add_argument("--atlas-labels", required=True, type=existing_file,
                      help="TSV with columns index, name")

@@ -1,4 +1,4 @@
-"""Read and check one subject's fMRIPrep inputs and the atlas (BOLD, sidecar, mask, labels)."""
+"""Read and check one subject's inputs (fMRIPrep or ABIDE PCP) and the atlas (BOLD, TR, mask, labels)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,75 @@ def read_repetition_time(bold: str | os.PathLike) -> float:
             f"{sidecar}: expected a positive number under 'RepetitionTime', found {tr!r}"
         )
     return float(tr)
+
+
+# NIfTI time units (xyzt_units) -> seconds per unit; spectral units (hz, ppm, rads) are no time.
+_SECONDS_PER_UNIT = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+def repetition_time(bold: str | os.PathLike) -> tuple[float, str]:
+    """Repetition time (s) of the BOLD, from its JSON sidecar if there is one, else its header.
+
+    The sidecar wins when it exists: fMRIPrep writes one, and some fMRIPrep versions wrote a
+    wrong header TR (nipreps/fmriprep#3216). ABIDE PCP ``func_preproc`` files have no sidecar,
+    so their header is the only source.
+
+    Returns
+    -------
+    tr : float
+        Repetition time (s), positive.
+    source : {"sidecar", "header"}
+        Where it was read.
+
+    Raises
+    ------
+    InputDataError
+        As :func:`read_repetition_time` for a sidecar, :func:`header_repetition_time` otherwise.
+    """
+    if sidecar_path(bold).is_file():
+        return read_repetition_time(bold), "sidecar"
+    return header_repetition_time(bold), "header"
+
+
+def header_repetition_time(bold: str | os.PathLike) -> float:
+    """Read the repetition time from the NIfTI header (``pixdim[4]`` in ``xyzt_units``).
+
+    Milliseconds and microseconds are converted to seconds; an unknown time unit is taken
+    as seconds (the NIfTI-1 default reading) with a warning.
+
+    Returns
+    -------
+    float
+        Repetition time (s), positive.
+
+    Raises
+    ------
+    InputDataError
+        If the image has no time axis, a spectral time unit, or a zero / non-finite TR.
+    """
+    header = nib.load(bold).header
+    zooms = header.get_zooms()
+    if len(zooms) < 4:
+        raise InputDataError(
+            f"{bold}: no JSON sidecar and no time axis in the NIfTI header (shape "
+            f"{tuple(header.get_data_shape())}), so no repetition time"
+        )
+    value, unit = float(zooms[3]), header.get_xyzt_units()[1]
+    if unit == "unknown":
+        logger.warning("%s: NIfTI time unit unknown; taking pixdim[4] = %g as seconds", bold, value)
+        unit = "sec"
+    if unit not in _SECONDS_PER_UNIT:
+        raise InputDataError(
+            f"{bold}: expected a time unit (sec, msec, usec) in the NIfTI header xyzt_units, "
+            f"found {unit!r}"
+        )
+    tr = value * _SECONDS_PER_UNIT[unit]
+    if not np.isfinite(tr) or tr <= 0:
+        raise InputDataError(
+            f"{bold}: no JSON sidecar and expected a positive repetition time in the NIfTI "
+            f"header (pixdim[4]), found {value:g} {unit}"
+        )
+    return tr
 
 
 def load_bold(bold: str | os.PathLike) -> tuple[nib.Nifti1Image, np.ndarray]:

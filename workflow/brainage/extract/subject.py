@@ -41,12 +41,18 @@ def extract_subject(
     qc_out: str | os.PathLike,
     *,
     confounds: str | os.PathLike | None = None,
+    denoised: bool = False,
 ) -> dict:
-    """Denoise one subject's fMRIPrep BOLD and write its ROI series, volumes and QC record.
+    """Denoise one subject's BOLD and write its ROI series, volumes and QC record.
 
     The BOLD is read once; ROI series and volumes come from the same cleaned voxel matrix.
     Bad subject data (``InputDataError``) does not raise: the subject is recorded as
     excluded in the QC record, with well-formed empty outputs, so the workflow continues.
+
+    Two kinds of input: fMRIPrep derivatives (confounds regressed and frames censored as
+    ``params`` say) and already denoised images such as ABIDE PCP ``func_preproc``
+    (``denoised=True``: no confounds table, so no confound regression and no censoring;
+    detrending, band-pass and standardisation still follow ``params``).
 
     Parameters
     ----------
@@ -54,9 +60,11 @@ def extract_subject(
         e.g. ``sub-001``.
     bold : path
         ``*_desc-preproc_bold.nii.gz`` (fMRIPrep name; its ``.json`` sidecar and the
-        ``*_desc-confounds_timeseries.tsv`` lie beside it).
+        ``*_desc-confounds_timeseries.tsv`` lie beside it), or with ``denoised=True`` e.g.
+        ``<FILE_ID>_func_preproc.nii.gz``. The repetition time comes from the ``.json`` sidecar
+        when there is one, else from the NIfTI header.
     mask : path
-        ``*_desc-brain_mask.nii.gz`` on the BOLD grid.
+        ``*_desc-brain_mask.nii.gz`` (or PCP ``*_func_mask.nii.gz``) on the BOLD grid.
     atlas : path
         Integer label image, any grid in the same space (resampled nearest-neighbour).
     atlas_labels : path
@@ -66,7 +74,11 @@ def extract_subject(
     series_out, volumes_out, qc_out : path
         Parquet ROI series, Parquet volumes, QC JSON.
     confounds : path, optional
-        The confounds TSV the caller tracks; checked to be the one nilearn reads.
+        The confounds TSV the caller tracks; checked to be the one nilearn reads. None: the
+        one nilearn finds beside ``bold`` (unless ``denoised``).
+    denoised : bool
+        The BOLD is already denoised and has no confounds table: skip confound regression
+        and censoring; the QC record says ``"confounds": "none"`` and FD is null.
 
     Returns
     -------
@@ -80,17 +92,21 @@ def extract_subject(
     InputDataError
         For a bad atlas or label table (not a per-subject problem, so it is not caught).
     ValueError
-        If ``confounds`` is not the file nilearn reads for ``bold``.
+        If ``confounds`` is not the file nilearn reads for ``bold``, or ``denoised`` is
+        set while a confounds file is given or lies beside ``bold`` (wrong wiring).
     """
+    if denoised and confounds is not None:
+        raise ValueError(f"confounds {confounds} given for an already denoised BOLD {bold}; "
+                         "pass one or the other")
     cfg = ExtractParams.from_dict(params)
     labels = inputs.read_atlas_labels(atlas_labels)
     atlas_img = inputs.load_atlas(atlas)
     sources = {"bold": Path(bold).name, "mask": Path(mask).name, "atlas": Path(atlas).name,
                "atlas_labels": Path(atlas_labels).name}
-    qc = _qc_record(participant_id, bold, cfg, labels)
+    qc = _qc_record(participant_id, bold, cfg, labels, denoised)
     names = labels["name"].tolist()
     try:
-        result = _extract(bold, mask, confounds, atlas_img, labels, cfg, qc, sources)
+        result = _extract(bold, mask, confounds, denoised, atlas_img, labels, cfg, qc, sources)
     except InputDataError as err:
         logger.error("%s excluded: %s", participant_id, err)
         qc.update(status="excluded", reason=str(err))
@@ -113,32 +129,63 @@ def extract_subject(
 
 
 def _qc_record(
-    participant_id: str, bold: str | os.PathLike, cfg: ExtractParams, labels: pd.DataFrame
+    participant_id: str, bold: str | os.PathLike, cfg: ExtractParams, labels: pd.DataFrame,
+    denoised: bool,
 ) -> dict:
     # Filled step by step, so an excluded subject keeps what was known before the failure.
+    # "strategy" lists what is applied: nothing for an already denoised BOLD.
     return {
         "participant_id": participant_id, "stage": "extract", "status": "included", "reason": None,
         "n_timepoints": None, "n_frames_kept": None, "mean_fd": None, "max_fd": None, "tr": None,
-        "n_regions": len(labels), "missing_regions": [], "volume_shape": None,
-        "n_volume_voxels": None, "strategy": list(cfg.strategy), "bold": Path(bold).name,
+        "tr_source": None, "n_regions": len(labels), "missing_regions": [], "volume_shape": None,
+        "n_volume_voxels": None, "strategy": [] if denoised else list(cfg.strategy),
+        "confounds": "none" if denoised else None, "bold": Path(bold).name,
     }
 
 
-def _extract(bold, mask, confounds_arg, atlas_img, labels, cfg, qc, sources) -> _Result:
+def _confounds_file(bold, confounds_arg, denoised: bool) -> Path | None:
+    """The confounds TSV to use (None for an already denoised BOLD), checked against nilearn's pick."""
+    if not denoised:
+        return (inputs.find_confounds_file(bold) if confounds_arg is None
+                else inputs.check_confounds_file(bold, confounds_arg))
+    try:
+        found = inputs.find_confounds_file(bold)
+    except InputDataError:
+        return None  # none (or an ambiguous pair) beside it: nothing was forgotten
+    # An fMRIPrep BOLD called without its confounds would silently skip denoising.
+    raise ValueError(f"{bold} is treated as already denoised (no confounds given), but the fMRIPrep "
+                     f"confounds file {found.name} lies beside it; pass it with --confounds")
+
+
+def _frames(bold, confounds_file, n_timepoints: int, cfg: ExtractParams, participant_id: str):
+    """Confound regressors, sample mask and kept frames; all frames without a confounds file."""
+    if confounds_file is not None:
+        conf, sample_mask = confounds.select_confounds(bold, confounds_file, cfg)
+        return conf, sample_mask, confounds.frames_kept(n_timepoints, sample_mask, cfg, confounds_file)
+    logger.info("%s: confound regression and scrubbing skipped: the input is already denoised (no "
+                "confounds file, no motion parameters); detrend=%s, band-pass %s-%s Hz, standardize=%s",
+                participant_id, cfg.detrend, cfg.high_pass, cfg.low_pass, cfg.standardize)
+    if n_timepoints < cfg.min_frames:
+        raise InputDataError(f"{bold}: {n_timepoints} frames (no censoring: already denoised), "
+                             f"need {cfg.min_frames} (extract.min_frames)")
+    return None, None, np.arange(n_timepoints)
+
+
+def _extract(bold, mask, confounds_arg, denoised, atlas_img, labels, cfg, qc, sources) -> _Result:
     """Run every step for one subject, filling ``qc`` and ``sources`` as it goes."""
-    qc["tr"] = tr = inputs.read_repetition_time(bold)
-    confounds_file = (inputs.find_confounds_file(bold) if confounds_arg is None
-                      else inputs.check_confounds_file(bold, confounds_arg))
-    sources["confounds"] = confounds_file.name
-    qc["mean_fd"], qc["max_fd"] = confounds.motion_summary(confounds_file)
+    tr, qc["tr_source"] = inputs.repetition_time(bold)
+    qc["tr"] = tr
+    confounds_file = _confounds_file(bold, confounds_arg, denoised)
+    if confounds_file is not None:
+        sources["confounds"] = qc["confounds"] = confounds_file.name
+        qc["mean_fd"], qc["max_fd"] = confounds.motion_summary(confounds_file)
     bold_img, data = inputs.load_bold(bold)
     qc["n_timepoints"] = data.shape[3]
     factor = volumes.block_factor(bold_img.header.get_zooms()[:3], cfg.volume_voxel_size)
     mask_img, brain = inputs.load_mask(mask, bold_img)
     voxels = inputs.masked_voxels(data, brain, bold)
     del data  # the in-mask matrix is all we need; free the full grid early
-    conf, sample_mask = confounds.select_confounds(bold, confounds_file, cfg)
-    kept = confounds.frames_kept(voxels.shape[0], sample_mask, cfg, confounds_file)
+    conf, sample_mask, kept = _frames(bold, confounds_file, voxels.shape[0], cfg, qc["participant_id"])
     qc["n_frames_kept"] = int(kept.size)
     cleaned = clean.clean_voxels(voxels, conf, sample_mask, tr, cfg)
 
@@ -148,7 +195,8 @@ def _extract(bold, mask, confounds_arg, atlas_img, labels, cfg, qc, sources) -> 
     qc["volume_shape"] = list(coarse_mask.shape)
     qc["n_volume_voxels"] = int(coarse_mask.sum())
     provenance = {
-        "params": cfg.to_dict(), "sources": sources, "tr": tr, "frames": kept.tolist(),
+        "params": cfg.to_dict(), "sources": sources, "tr": tr, "tr_source": qc["tr_source"],
+        "confounds": qc["confounds"], "frames": kept.tolist(),
         "n_timepoints": qc["n_timepoints"], "missing_regions": qc["missing_regions"],
         "volume_voxel_size": cfg.volume_voxel_size, "status": "included",
     }

@@ -1,4 +1,4 @@
-"""Command line: ``python -m brainage.participants manifest ...``."""
+"""Command line: ``python -m brainage.participants manifest|merge ...``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 
 from brainage._cli import existing_file, run
 from brainage.participants import build_manifest
+from brainage.participants.merge import merge_manifests
 
 
 def _manifest(args: argparse.Namespace) -> None:
@@ -13,6 +14,15 @@ def _manifest(args: argparse.Namespace) -> None:
         participants=args.participants,
         dataset=args.dataset,
         bold_template=args.bold_template,
+        out=args.out,
+        exclusions_out=args.exclusions_out,
+    )
+
+
+def _merge(args: argparse.Namespace) -> None:
+    merge_manifests(
+        manifests=args.manifests,
+        exclusions=args.exclusions,
         out=args.out,
         exclusions_out=args.exclusions_out,
     )
@@ -33,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest.add_argument("--out", required=True, help="manifest TSV to write")
     manifest.add_argument("--exclusions-out", required=True, help="exclusions TSV to write")
     manifest.set_defaults(func=_manifest)
+    merge = verbs.add_parser("merge", help="merge per-dataset manifests and exclusions into one of each")
+    merge.add_argument("--manifests", type=existing_file, nargs="+", required=True, help="per-dataset manifest TSVs")
+    merge.add_argument("--exclusions", type=existing_file, nargs="*", default=[], help="per-dataset exclusions TSVs")
+    merge.add_argument("--out", required=True, help="merged manifest TSV to write")
+    merge.add_argument("--exclusions-out", required=True, help="merged exclusions TSV to write")
+    merge.set_defaults(func=_merge)
     return run(parser, argv)
 
 

@@ -9,9 +9,9 @@ import os
 from brainage import storage
 from brainage.report.figures import model_figures
 from brainage.report.inputs import load_inputs
-from brainage.report.methods import methods_paragraphs
+from brainage.report.methods import heldout_description, methods_paragraphs
 from brainage.report.page import render_page, summary_text
-from brainage.report.tables import exclusions_table, metrics_table, qc_table
+from brainage.report.tables import exclusions_table, metrics_sections, qc_table
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def build_report(
     exclusions : path
         results/dataset/exclusions.tsv (participant_id, stage, reason; may hold only the header).
     metrics : path
-        results/evaluate/metrics.tsv (one row per model).
+        results/evaluate/metrics.tsv (one row per model and set: "cv", and "test" for a held-out set).
     predictions : path
         results/evaluate/predictions.parquet (kind "evaluated_predictions").
     cards : list of path
@@ -61,12 +61,13 @@ def build_report(
         date=datetime.date.today().isoformat(),
         summary=summary_text(data.manifest, data.cohort, data.exclusions, data.metrics),
         figures=model_figures(data.predictions, data.cohort, data.metrics),
-        metrics_html=metrics_table(data.metrics),
+        metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'"),
         exclusions_html=exclusions_table(data.exclusions),
         n_excluded=n_excluded,
         qc_html=qc_table(data.cohort),
         methods=methods_paragraphs(config, data.cohort, data.cards, len(data.manifest)),
+        held_out=bool((data.predictions["set"] == "test").any()),
     )
     with storage.atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    logger.info("wrote %s (%d models, %d excluded subjects)", out, len(data.metrics), n_excluded)
+    logger.info("wrote %s (%d models, %d excluded subjects)", out, data.metrics["model"].nunique(), n_excluded)

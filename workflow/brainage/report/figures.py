@@ -1,4 +1,4 @@
-"""Predicted-versus-true age scatter plots, one PNG per model, coloured by site."""
+"""Predicted-versus-true age scatter plots, one PNG per model, coloured by site, held-out subjects marked."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from brainage.report.tables import format_number
+from brainage.report.tables import format_number, split_sets
 
 # Legends with more entries than this hide the panels; the QC table lists every site instead.
 _MAX_LEGEND_SITES = 20
+# Marker per set: circles for cross-validation subjects, triangles for held-out test subjects.
+MARKERS = {"cv": "o", "test": "^"}
+HELD_OUT_LABEL = "held-out test (triangles)"
 
 
 def site_colours(sites: list[str]) -> dict[str, tuple]:
@@ -35,7 +38,8 @@ def site_colours(sites: list[str]) -> dict[str, tuple]:
 
 
 def model_figure(
-    rows: pd.DataFrame, model: str, metrics: pd.Series, colours: dict[str, tuple]
+    rows: pd.DataFrame, model: str, metrics: pd.Series, colours: dict[str, tuple],
+    heldout_metrics: pd.Series | None = None,
 ) -> bytes:
     """Draw one model's raw and bias-corrected predictions against the true age.
 
@@ -43,13 +47,16 @@ def model_figure(
     ----------
     rows : DataFrame
         That model's test predictions with columns ``age``, ``predicted_age``,
-        ``predicted_age_corrected`` (years) and ``site``.
+        ``predicted_age_corrected`` (years), ``site`` and optionally ``set`` ("cv", or
+        "test" for held-out subjects, drawn as triangles; absent: all "cv").
     model : str
         Model name (figure title).
     metrics : Series
-        That model's metrics row (``mae``, ``r``, ``mae_corrected``, ``r_corrected``).
+        That model's cross-validation metrics row (``mae``, ``r``, ``mae_corrected``, ``r_corrected``).
     colours : dict
         Site -> colour, from :func:`site_colours`.
+    heldout_metrics : Series, optional
+        That model's held-out metrics row, added to the panel titles.
 
     Returns
     -------
@@ -61,12 +68,11 @@ def model_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     lo, hi = _limits(rows)
-    panels = zip(axes, ("predicted_age", "predicted_age_corrected"), panel_titles(metrics))
+    sets = rows["set"] if "set" in rows.columns else pd.Series("cv", index=rows.index)
+    panels = zip(axes, ("predicted_age", "predicted_age_corrected"), panel_titles(metrics, heldout_metrics))
     for ax, column, title in panels:
         ax.plot([lo, hi], [lo, hi], color="0.4", linestyle="--", linewidth=1, label="identity")
-        for site, group in rows.groupby("site", sort=True):
-            ax.scatter(group["age"], group[column], s=22, alpha=0.8, color=colours.get(site, "0.5"),
-                       edgecolors="white", linewidths=0.4, label=str(site))
+        _scatter_sets(ax, rows.assign(set=sets), column, colours)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("true age (years)")
         ax.set_xlim(lo, hi)
@@ -83,15 +89,34 @@ def model_figure(
     return buf.getvalue()
 
 
-def panel_titles(metrics: pd.Series) -> tuple[str, str]:
-    """Titles of the raw and the bias-corrected panel, with that model's MAE (years) and Pearson r."""
+def _scatter_sets(ax, rows: pd.DataFrame, column: str, colours: dict[str, tuple]) -> None:
+    # Colour = site, marker = set; each site gets one legend entry, the triangles one more.
+    labelled = set()
+    for (name, site), group in rows.groupby(["set", "site"], sort=True):
+        ax.scatter(group["age"], group[column], s=22 if name == "cv" else 30, alpha=0.8,
+                   marker=MARKERS.get(name, "o"), color=colours.get(site, "0.5"),
+                   edgecolors="white" if name == "cv" else "black", linewidths=0.4 if name == "cv" else 0.6,
+                   label="_nolegend_" if site in labelled else str(site))
+        labelled.add(site)
+    if (rows["set"] == "test").any():
+        ax.scatter([], [], marker=MARKERS["test"], color="white", edgecolors="black", label=HELD_OUT_LABEL)
+
+
+def panel_titles(metrics: pd.Series, heldout: pd.Series | None = None) -> tuple[str, str]:
+    """Titles of the raw and the bias-corrected panel, with that model's MAE (years) and Pearson r.
+
+    With ``heldout`` (the model's held-out metrics row) each title gets a second line for the
+    held-out test set; the first line is the cross-validation.
+    """
     def title(label: str, mae: object, r: object) -> str:
         return f"{label}: MAE {format_number(mae, 2)} y, r {format_number(r, 2)}"
 
-    return (
-        title("raw", metrics.get("mae"), metrics.get("r")),
-        title("bias-corrected", metrics.get("mae_corrected"), metrics.get("r_corrected")),
-    )
+    raw = title("raw", metrics.get("mae"), metrics.get("r"))
+    corrected = title("bias-corrected", metrics.get("mae_corrected"), metrics.get("r_corrected"))
+    if heldout is None:
+        return raw, corrected
+    return (raw + "\n" + title("held-out", heldout.get("mae"), heldout.get("r")),
+            corrected + "\n" + title("held-out", heldout.get("mae_corrected"), heldout.get("r_corrected")))
 
 
 def model_figures(predictions: pd.DataFrame, cohort: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, str]:
@@ -100,11 +125,12 @@ def model_figures(predictions: pd.DataFrame, cohort: pd.DataFrame, metrics: pd.D
     Parameters
     ----------
     predictions : DataFrame
-        Evaluated test predictions (participant_id, model, age, predicted_age, predicted_age_corrected).
+        Evaluated test predictions (participant_id, model, set, age, predicted_age,
+        predicted_age_corrected); held-out subjects (set "test") are drawn as triangles.
     cohort : DataFrame
         Cohort table (participant_id, site): the site of each subject.
     metrics : DataFrame
-        One row per model.
+        One row per model and set.
 
     Returns
     -------
@@ -114,10 +140,12 @@ def model_figures(predictions: pd.DataFrame, cohort: pd.DataFrame, metrics: pd.D
     site = cohort.set_index("participant_id")["site"].astype(str)
     rows = predictions.assign(site=predictions["participant_id"].map(site))
     colours = site_colours(list(site))
-    by_model = metrics.set_index("model")
+    cv, test = split_sets(metrics)
+    by_model, heldout = cv.set_index("model"), test.set_index("model")
     figures = {}
-    for model in [m for m in metrics["model"] if m in set(rows["model"])]:
-        png = model_figure(rows[rows["model"] == model], model, by_model.loc[model], colours)
+    for model in [m for m in cv["model"] if m in set(rows["model"])]:
+        extra = heldout.loc[model] if model in heldout.index else None
+        png = model_figure(rows[rows["model"] == model], model, by_model.loc[model], colours, extra)
         figures[model] = base64.b64encode(png).decode("ascii")
     return figures
 

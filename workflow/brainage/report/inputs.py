@@ -19,9 +19,10 @@ MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex")
 COHORT_COLUMNS = ("participant_id", "dataset", "site", "age", "sex", "n_timepoints", "n_frames_kept", "mean_fd")
 EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
 METRIC_COLUMNS = (
-    "model", "n", "mae", "rmse", "r", "r2", "mae_over_sd", "mae_corrected", "r_corrected", "delta_mae_vs_dummy",
+    "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd", "mae_corrected", "r_corrected",
+    "delta_mae_vs_dummy",
 )
-PREDICTION_COLUMNS = ("participant_id", "model", "fold", "age", "predicted_age", "predicted_age_corrected")
+PREDICTION_COLUMNS = ("participant_id", "model", "set", "fold", "age", "predicted_age", "predicted_age_corrected")
 
 # Keys of the resolved workflow config that the methods text reads (the schema fills them all).
 CONFIG_KEYS = {
@@ -31,7 +32,7 @@ CONFIG_KEYS = {
         "strategy", "motion", "wm_csf", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
         "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size", "volume_scaling",
     ),
-    "dataset": ("n_folds", "group_by_site"),
+    "dataset": ("n_folds", "group_by_site", "test_sites", "test_datasets"),
     "train": ("models",),
     "models": (),
     "evaluate": ("bias_correction",),
@@ -94,7 +95,7 @@ def read_tsv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
     Identifiers (``participant_id``, ``model``, ``site``, ``stage``, ``reason``) stay strings even
     when they look like numbers.
     """
-    text_columns = {"participant_id", "model", "site", "stage", "reason", "dataset", "sex"}
+    text_columns = {"participant_id", "model", "set", "site", "stage", "reason", "dataset", "sex"}
     df = storage.read_tsv(path, dtype={c: str for c in text_columns})
     storage.require_columns(df, path, columns)
     return df
@@ -141,7 +142,7 @@ def load_inputs(
         cohort=cohort_df.astype({"participant_id": str, "site": str}),
         exclusions=read_tsv(exclusions, EXCLUSION_COLUMNS),
         metrics=read_tsv(metrics, METRIC_COLUMNS),
-        predictions=predictions_df.astype({"participant_id": str, "model": str}),
+        predictions=predictions_df.astype({"participant_id": str, "model": str, "set": str}),
         cards=read_cards(cards),
     )
     _check_agreement(inputs, Path(metrics), Path(predictions), Path(cohort))
@@ -159,6 +160,11 @@ def _check_agreement(inputs: ReportInputs, metrics: Path, predictions: Path, coh
         raise InputDataError(
             f"{metrics}: no row for model(s) {', '.join(no_metrics)} found in {predictions}; rerun evaluate"
         )
+    have = set(zip(inputs.metrics["model"], inputs.metrics["set"]))
+    need = set(zip(inputs.predictions["model"], inputs.predictions["set"]))
+    no_set = sorted(f"{model} (set {name})" for model, name in need - have)
+    if no_set:
+        raise InputDataError(f"{metrics}: no row for {', '.join(no_set)} found in {predictions}; rerun evaluate")
     unknown = sorted(set(inputs.predictions["participant_id"]) - set(inputs.cohort["participant_id"]))
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")

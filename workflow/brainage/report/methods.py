@@ -53,7 +53,7 @@ def methods_paragraphs(
         ("Data", data_text(config, cohort, n_manifest), []),
         ("Denoising", denoising_text(config["extract"]), []),
         ("Features", features_text(config), []),
-        ("Validation", validation_text(config), []),
+        ("Validation", validation_text(config, n_heldout(config["dataset"], cohort)), []),
         ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
          models_text(models, cards)),
         ("Software", software_text(cards), []),
@@ -183,8 +183,53 @@ def _volume_scaling(extract: dict) -> str:
     return "z-scored per voxel over time"
 
 
-def validation_text(config: dict) -> str:
-    """Describe the folds, the seed, the age-bias correction and the metrics."""
+def heldout_description(dataset: dict) -> str:
+    """Name what ``dataset.test_sites`` / ``dataset.test_datasets`` hold out, e.g. "sites A, B; dataset X".
+
+    Returns an empty string when nothing is held out.
+    """
+    parts = []
+    for key, what in (("test_sites", "site"), ("test_datasets", "dataset")):
+        names = [str(n) for n in dataset.get(key) or []]
+        if names:
+            parts.append(f"{what}{'s' if len(names) != 1 else ''} {', '.join(names)}")
+    return "; ".join(parts)
+
+
+def n_heldout(dataset: dict, cohort: pd.DataFrame) -> int:
+    """Count the cohort subjects whose site or dataset is held out (as brainage.splits.held_out does)."""
+    sites, datasets = cohort["site"].astype(str), cohort["dataset"].astype(str)
+    held = sites.isin([str(s) for s in dataset["test_sites"]])
+    held |= datasets.isin([str(d) for d in dataset["test_datasets"]])
+    return int(held.sum())
+
+
+def _heldout_text(config: dict, n: int) -> str:
+    what = heldout_description(config["dataset"])
+    if not what:
+        return ""
+    text = (
+        f" The subjects of the {what} ({n} subjects) were held out as an external test set before the folds were "
+        "made: folds, training, inner validation splits and hyper-parameter selection used only the other "
+        f"subjects. Each held-out subject's predicted age is the mean of the {config['dataset']['n_folds']} "
+        "fold models' predictions (an ensemble of the cross-validation models)."
+    )
+    if config["evaluate"]["bias_correction"]:
+        text += (" Their age-bias line was fitted per model on the pooled out-of-fold predictions of the "
+                 "cross-validation subjects, never on held-out subjects, and applied to the ensemble mean.")
+    return text + " Metrics are reported separately for the cross-validation and the held-out test set."
+
+
+def validation_text(config: dict, n_held_out: int = 0) -> str:
+    """Describe the folds, the seed, the held-out test set, the age-bias correction and the metrics.
+
+    Parameters
+    ----------
+    config : dict
+        The full resolved workflow config.
+    n_held_out : int
+        Held-out cohort subjects (:func:`n_heldout`), named in the text when something is held out.
+    """
     n_folds = config["dataset"]["n_folds"]
     if config["dataset"]["group_by_site"]:
         folds = (f"{n_folds}-fold cross-validation grouped by site (scikit-learn StratifiedGroupKFold: "
@@ -203,10 +248,10 @@ def validation_text(config: dict) -> str:
         bias = "No age-bias correction was applied: corrected predictions equal the raw ones."
     return (
         f"Every model used the same subject-level {folds}, from the single workflow seed {config['seed']}; "
-        f"per-fold and per-model seeds were derived from it and recorded in each model card. {bias} Metrics on "
-        "the pooled test predictions: mean absolute error (MAE, years), root mean squared error, Pearson r, R², "
-        "MAE divided by the SD of the true ages, the same for corrected predictions, and the MAE difference "
-        "to the dummy model."
+        f"per-fold and per-model seeds were derived from it and recorded in each model card. "
+        f"{bias}{_heldout_text(config, n_held_out)} Metrics on the pooled test predictions: mean absolute error "
+        "(MAE, years), root mean squared error, Pearson r, R², MAE divided by the SD of the true ages, the same "
+        "for corrected predictions, and the MAE difference to the dummy model."
     )
 
 

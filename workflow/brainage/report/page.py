@@ -7,7 +7,7 @@ import html
 import pandas as pd
 
 from brainage import __version__
-from brainage.report.tables import format_number
+from brainage.report.tables import format_number, split_sets
 
 # Inline style only: the report must open offline, from an e-mail or a cluster's file system.
 _CSS = """
@@ -69,12 +69,29 @@ def summary_text(manifest: pd.DataFrame, cohort: pd.DataFrame, exclusions: pd.Da
     Returns
     -------
     str
-        Plain text (the caller escapes it).
+        Plain text (the caller escapes it). The best model is chosen on the cross-validation
+        rows; with a held-out test set, a sentence gives its held-out MAE too.
     """
     n_excluded = exclusions["participant_id"].nunique()
     text = (f"{len(manifest)} subjects were listed in the manifest, {len(cohort)} were analysed and "
             f"{n_excluded} {'was' if n_excluded == 1 else 'were'} excluded.")
-    return f"{text} {_best_model_text(metrics)}"
+    cv, test = split_sets(metrics)
+    return f"{text} {_best_model_text(cv)}{_heldout_text(cv, test)}"
+
+
+def _heldout_text(cv: pd.DataFrame, test: pd.DataFrame) -> str:
+    if test.empty:
+        return ""
+    rows = test.set_index("model")
+    others = cv[cv["model"] != "dummy"].dropna(subset=["mae"])
+    model = others.loc[others["mae"].idxmin(), "model"] if not others.empty else "dummy"
+    if model not in rows.index:
+        return ""
+    text = (f" On the held-out test set ({format_number(rows.loc[model, 'n'], 0)} subjects), {model} had a "
+            f"mean absolute error of {format_number(rows.loc[model, 'mae'], 2)} years")
+    if model != "dummy" and "dummy" in rows.index:
+        text += f" against {format_number(rows.loc['dummy', 'mae'], 2)} years for the dummy"
+    return text + "."
 
 
 def _best_model_text(metrics: pd.DataFrame) -> str:
@@ -95,7 +112,7 @@ def _best_model_text(metrics: pd.DataFrame) -> str:
 
 def render_page(*, title: str, date: str, summary: str, figures: dict[str, str], metrics_html: str,
                 exclusions_html: str, n_excluded: int, qc_html: str,
-                methods: list[tuple[str, str, list[str]]]) -> str:
+                methods: list[tuple[str, str, list[str]]], held_out: bool = False) -> str:
     """Assemble the report page.
 
     Parameters
@@ -110,6 +127,8 @@ def render_page(*, title: str, date: str, summary: str, figures: dict[str, str],
         Number of excluded subjects (heading of the exclusions section).
     methods : list of (str, str, list of str)
         (heading, plain-text paragraph, list items) per section, escaped here.
+    held_out : bool
+        Whether the figures mark held-out test subjects (their captions then say so).
 
     Returns
     -------
@@ -119,17 +138,20 @@ def render_page(*, title: str, date: str, summary: str, figures: dict[str, str],
     esc = html.escape
     return _PAGE.format(
         css=_CSS, title=esc(title), date=esc(date), version=esc(__version__), summary=esc(summary),
-        figures="\n".join(_figure(model, png) for model, png in figures.items()) or "<p>No predictions to plot.</p>",
+        figures="\n".join(_figure(model, png, held_out) for model, png in figures.items())
+        or "<p>No predictions to plot.</p>",
         metrics=metrics_html, n_excluded=int(n_excluded), exclusions=exclusions_html, qc=qc_html,
         methods="\n".join(_methods_section(*section) for section in methods),
     )
 
 
-def _figure(model: str, png: str) -> str:
+def _figure(model: str, png: str, held_out: bool = False) -> str:
     esc = html.escape
+    marks = ("; circles = cross-validation (out-of-fold), triangles = held-out test subjects (mean of the "
+             "fold models)") if held_out else ""
     return (f'<figure><img src="data:image/png;base64,{png}" alt="{esc(f"Predicted versus true age, {model}")}">'
             f"<figcaption>{esc(model)}: predicted against true age per test subject (left raw, right "
-            f"bias-corrected); dashed line = identity; colour = site.</figcaption></figure>")
+            f"bias-corrected); dashed line = identity; colour = site{marks}.</figcaption></figure>")
 
 
 def _methods_section(heading: str, text: str, items: list[str]) -> str:

@@ -61,6 +61,46 @@ def metrics_table(metrics: pd.DataFrame) -> str:
     return html_table(shown, "metrics")
 
 
+def split_sets(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross-validation and held-out test rows of a metrics table, each without its ``set`` column.
+
+    A table without a ``set`` column is all cross-validation.
+    """
+    if "set" not in metrics.columns:
+        return metrics, metrics.iloc[:0]
+    rows = metrics.drop(columns="set")
+    return rows[metrics["set"] == "cv"].reset_index(drop=True), rows[metrics["set"] == "test"].reset_index(drop=True)
+
+
+def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
+    """Render the metrics: one table without a held-out set, else a table per set under its heading.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        metrics.tsv: one row per model and set (``cv``, ``test``).
+    heldout : str
+        What was held out, plain text (e.g. "sites NYU, UM"); names the held-out heading.
+
+    Returns
+    -------
+    str
+        HTML: without held-out rows the cross-validation table alone (no ``set`` column), as
+        before held-out sets existed; else a "Cross-validation" and a "Held-out test (...)"
+        section, each with its table.
+    """
+    cv, test = split_sets(metrics)
+    if test.empty:
+        return metrics_table(cv)
+    heading = html.escape(f"Held-out test ({heldout})")
+    note = html.escape(
+        "Each held-out subject's predicted age is the mean of the fold models' predictions; "
+        "delta_mae_vs_dummy compares with the dummy on the same held-out subjects."
+    )
+    return (f"<h3>Cross-validation</h3>\n{metrics_table(cv)}\n"
+            f'<h3 id="held-out-test">{heading}</h3>\n<p>{note}</p>\n{metrics_table(test)}')
+
+
 def qc_table(cohort: pd.DataFrame) -> str:
     """Render one row per analysed subject: site, age, frames kept / total, mean FD.
 

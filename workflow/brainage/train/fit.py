@@ -23,6 +23,7 @@ import brainage
 from brainage import storage
 from brainage.errors import InputDataError
 from brainage.models import TorchAgeModel, get_model
+from brainage.splits import HELD_OUT_FOLD, SETS
 from brainage.train.checkpoint import save_checkpoint
 from brainage.train.data import load_inputs
 
@@ -50,13 +51,18 @@ def derive_seeds(seed: int, fold: int, model: str) -> dict:
 
 
 def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int) -> pd.DataFrame:
-    """Join the cohort with the folds table: participant_id, age, fold, test (bool).
+    """Join the cohort with the folds table: participant_id, age, fold, set, test (bool).
+
+    ``test`` marks the cross-validation subjects of fold ``fold``; held-out subjects
+    (``set`` "test", fold -1) are neither trained on nor in ``test``. A splits table without
+    a ``set`` column (written before held-out sets existed) puts everyone in "cv".
 
     Raises
     ------
     InputDataError
         Missing columns, a missing or non-finite age, a cohort subject absent from the
-        splits, a fold with no test or fewer than two training subjects.
+        splits, a ``set`` other than cv / test or a fold that does not match it, a fold with
+        no test or fewer than two training subjects.
     """
     people = storage.read_table(cohort, kind="cohort")
     folds = pd.read_csv(splits, sep="\t", dtype={"participant_id": str})
@@ -66,18 +72,37 @@ def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int)
     people = people[["participant_id", "age"]].astype({"participant_id": str})
     if not np.all(np.isfinite(people["age"].to_numpy(dtype=float))):
         raise InputDataError(f"{cohort}: every cohort subject needs a finite age")
-    design = people.merge(folds[["participant_id", "fold"]], on="participant_id", how="left")
+    if "set" not in folds.columns:
+        folds["set"] = "cv"
+    design = people.merge(folds[["participant_id", "fold", "set"]], on="participant_id", how="left")
     missing = design.loc[design["fold"].isna(), "participant_id"].tolist()
     if missing:
         raise InputDataError(f"{splits}: no fold for cohort participant(s) {', '.join(missing)}")
     design["fold"] = design["fold"].astype(int)
-    design["test"] = design["fold"] == int(fold)
-    if not design["test"].any() or (~design["test"]).sum() < 2:
+    _check_sets(design, splits)
+    cv = design["set"] == "cv"
+    design["test"] = (design["fold"] == int(fold)) & cv
+    n_test, n_train = int(design["test"].sum()), int((cv & ~design["test"]).sum())
+    if n_test < 1 or n_train < 2:
+        present = sorted(int(f) for f in design.loc[cv, "fold"].unique())
         raise InputDataError(
-            f"{splits}: fold {fold} has {int(design['test'].sum())} test and {int((~design['test']).sum())} "
-            f"training cohort subjects; need at least 1 and 2 (folds present: {sorted(int(f) for f in design['fold'].unique())})"
+            f"{splits}: fold {fold} has {n_test} test and {n_train} training cohort subjects; "
+            f"need at least 1 and 2 (folds present: {present})"
         )
     return design.reset_index(drop=True)
+
+
+def _check_sets(design: pd.DataFrame, splits: str | os.PathLike) -> None:
+    # A held-out subject with a cross-validation fold would be trained on in the other folds.
+    bad = sorted(set(design["set"].astype(str)) - set(SETS))
+    if bad:
+        raise InputDataError(f"{splits}: set values {bad}, expected only {list(SETS)}")
+    wrong = design.loc[(design["set"] == "test") != (design["fold"] == HELD_OUT_FOLD), "participant_id"].tolist()
+    if wrong:
+        raise InputDataError(
+            f"{splits}: fold {HELD_OUT_FOLD} must mark exactly the held-out ('test' set) subjects; "
+            f"not so for {', '.join(wrong[:10])}"
+        )
 
 
 def inner_split(ages: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -142,7 +167,8 @@ def train_model(
     cohort : path
         ``cohort.parquet`` (table kind "cohort"); only these subjects are used.
     splits : path
-        ``splits.tsv``: participant_id, fold.
+        ``splits.tsv``: participant_id, fold, set ("cv", or "test" for held-out subjects:
+        never trained on, predicted by every fold's model).
     inputs : sequence of path
         Series or volume files of any subjects (matched on their participant_id metadata).
     params : dict
@@ -152,7 +178,9 @@ def train_model(
     threads : int
         CPU threads for torch and the BLAS/OpenMP pools.
     out_dir : path
-        Receives predictions.parquet, card.json and, for torch models, checkpoint.pt.
+        Receives predictions.parquet (participant_id, model, fold, split, set, age,
+        predicted_age: the fold's test subjects, its held-out subjects, both as split "test",
+        and its inner predictions), card.json and, for torch models, checkpoint.pt.
 
     Returns
     -------
@@ -164,17 +192,24 @@ def train_model(
     design = read_design(cohort, splits, fold)
     X, sources = load_inputs(inputs, design["participant_id"].tolist(), estimator.input_kind)
     _set_determinism(seeds["model"], threads)
-    train = np.flatnonzero(~design["test"].to_numpy())
+    cv = (design["set"] == "cv").to_numpy()
+    # Held-out subjects are outside train and inner: model selection never sees them.
+    train = np.flatnonzero(cv & ~design["test"].to_numpy())
     test = np.flatnonzero(design["test"].to_numpy())
+    heldout = np.flatnonzero(~cv)
     ages = design["age"].to_numpy(dtype=np.float64)
     fit = _fit_torch if isinstance(estimator, TorchAgeModel) else _fit_sklearn
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
         inner_local, inner_pred = fit(estimator, [X[i] for i in train], ages[train], seeds["split"])
         test_pred = estimator.predict([X[i] for i in test])
+        heldout_pred = estimator.predict([X[i] for i in heldout]) if len(heldout) else np.empty(0)
     seconds = time.perf_counter() - start
     inner = train[inner_local]
-    predictions = _predictions_table(design, model, fold, inner, inner_pred, test, test_pred)
+    predictions = _predictions_table(
+        design, model, fold, np.concatenate([test, heldout]), np.concatenate([test_pred, heldout_pred]),
+        inner, inner_pred,
+    )
     card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
     out_dir = Path(out_dir)
     provenance = {"params": card["params"], "seeds": seeds, "sources": sources}
@@ -198,7 +233,8 @@ def _set_determinism(model_seed: int, threads: int) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def _predictions_table(design, model, fold, inner, inner_pred, test, test_pred) -> pd.DataFrame:
+def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) -> pd.DataFrame:
+    # test: the fold's test subjects then the held-out ones (both out of sample: split "test").
     rows = np.concatenate([test, inner])
     return pd.DataFrame(
         {
@@ -206,6 +242,7 @@ def _predictions_table(design, model, fold, inner, inner_pred, test, test_pred) 
             "model": model,
             "fold": np.full(len(rows), int(fold), dtype=np.int64),
             "split": ["test"] * len(test) + ["inner"] * len(inner),
+            "set": design["set"].to_numpy()[rows].astype(str),
             "age": design["age"].to_numpy(dtype=np.float64)[rows],
             "predicted_age": np.concatenate([test_pred, inner_pred]).astype(np.float64),
         }
@@ -232,7 +269,8 @@ def _card(estimator, model, fold, seeds, seconds, predictions, n_train) -> dict:
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "n_train": int(n_train),
         "n_inner": int(len(inner)),
-        "n_test": int((predictions["split"] == "test").sum()),
+        "n_test": int(((predictions["split"] == "test") & (predictions["set"] == "cv")).sum()),
+        "n_heldout": int((predictions["set"] == "test").sum()),
         "train_seconds": round(float(seconds), 3),
         "epochs_run": info.pop("epochs_run", None),
         "best_epoch": info.pop("best_epoch", None),

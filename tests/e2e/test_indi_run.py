@@ -1,0 +1,127 @@
+"""INDI path end to end: a real S3-protocol server on loopback holding real ABIDE PCP data in the INDI layout."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from pcp_volumes import write_pcp_func
+from s3_testing import FaultProxy, moto_server, upload_tree
+
+from brainage import storage
+from snakemake_helpers import REPO, make_workdir, planned_jobs, snakemake
+
+pytestmark = pytest.mark.e2e
+
+ABIDE = "data/Projects/ABIDE_Initiative"
+SITES = ["CMU", "OHSU", "UCLA_2"]  # 79 real subjects, adults and children
+MISSING = "OHSU_0050142"  # its .1D is kept out of the bucket: a 404 for one subject
+
+
+@pytest.fixture(scope="module")
+def bucket_root(shared_data, tmp_path_factory):
+    """The real ABIDE PCP cc200 subjects of three sites in the exact INDI key layout."""
+    root = tmp_path_factory.mktemp("fcp-indi")
+    subprocess.run(
+        [sys.executable, REPO.parent / "shared" / "tools" / "make_indi_mirror.py",
+         shared_data / "abide1_pcp_cpac_filtglobal_cc200", root, "--sites", ",".join(SITES)],
+        check=True, capture_output=True,
+    )
+    (root / ABIDE / "Outputs/cpac/filt_global/rois_cc200" / f"{MISSING}_rois_cc200.1D").unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def endpoint(bucket_root):
+    with moto_server() as url:
+        upload_tree(url, bucket_root)
+        yield url
+
+
+def _config(url, **overrides):
+    config = {
+        "inputs": {"source": "indi"},
+        "datasets": [{"name": "abide_pcp", "derivative": "rois_cc200"}],
+        "indi": {"endpoint_url": url, "retries": 8, "backoff_s": 0.05, "timeout_s": 10},
+        "train": {"models": ["dummy", "connectome_ridge"]},
+        "dataset": {"n_folds": 3, "test_sites": ["UCLA_2"]},
+    }
+    config.update(overrides)
+    return config
+
+
+def test_abide_rois_through_a_faulty_link(tmp_path, shared_data, bucket_root, endpoint):
+    """Download through a proxy that drops, truncates and 503s; then the whole workflow on real series."""
+    with FaultProxy(endpoint, seed=3, p_drop=0.05, p_truncate=0.05, p_503=0.05) as proxy:
+        work = make_workdir(tmp_path / "run", _config(proxy.url))
+        snakemake(work, "--cores", "2")
+    assert sum(proxy.faults.values()) > 0
+
+    real = pd.read_csv(shared_data / "abide1_pcp_cpac_filtglobal_cc200" / "participants.tsv", sep="\t")
+    real = real[real.site.isin(SITES)]
+    manifest = pd.read_csv(work / "results/participants.tsv", sep="\t")
+    expected = real[real.file_id != MISSING]
+    assert sorted(manifest.participant_id) == sorted(expected.participant_id)
+    merged = manifest.merge(expected, on="participant_id", suffixes=("", "_real"))
+    np.testing.assert_allclose(merged.age, merged.age_real)
+    assert (merged.source_id == merged.file_id).all() and (merged.sex == merged.sex_real).all()
+
+    exclusions = pd.read_csv(work / "results/dataset/exclusions.tsv", sep="\t")
+    missing = exclusions[exclusions.participant_id == "sub-" + MISSING.split("_")[-1]]
+    assert missing.stage.tolist() == ["download"] and "404" in missing.reason.iloc[0]
+    no_file = (pd.read_csv(bucket_root / ABIDE / "Phenotypic_V1_0b_preprocessed1.csv").FILE_ID == "no_filename").sum()
+    assert exclusions.reason.str.contains("no_filename").sum() == no_file > 0
+
+    # The converted series are the real PCP values (float32), frame for frame.
+    table = pd.read_parquet(shared_data / "abide1_pcp_cpac_filtglobal_cc200" / "timeseries_cc200.parquet")
+    pid = expected.participant_id.iloc[0]
+    series = storage.read_timeseries(work / f"results/pcp/{pid}/{pid}_timeseries.parquet")
+    truth = table[table.participant_id == pid].sort_values("t").filter(like="roi_").to_numpy()
+    np.testing.assert_array_equal(series.data, truth.astype(np.float32))
+
+    metrics = pd.read_csv(work / "results/evaluate/metrics.tsv", sep="\t")
+    assert set(zip(metrics.model, metrics["set"])) == {
+        (m, s) for m in ("dummy", "connectome_ridge") for s in ("cv", "test")
+    }
+    report = (work / "results/report.html").read_text()
+    assert "sub-" + MISSING.split("_")[-1] in report and "UCLA_2" in report
+
+    # Nothing changed: nothing runs, and the download is not repeated.
+    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {}
+
+
+def test_unreachable_endpoint_is_one_clear_error(tmp_path):
+    work = make_workdir(tmp_path / "run", _config("http://127.0.0.1:9", **{"indi": {
+        "endpoint_url": "http://127.0.0.1:9", "retries": 1, "backoff_s": 0.01, "timeout_s": 2}}))
+    result = snakemake(work, "--cores", "1", check=False)
+    assert result.returncode != 0
+    log = (work / "logs/indi_fetch/abide_pcp.log").read_text()
+    assert "cannot reach http://127.0.0.1:9" in log and "indi.endpoint_url" in log
+
+
+def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_root, endpoint):
+    """func_preproc volumes (synthetic, planted age signal) go through extraction and feed cnn_rnn."""
+    pheno = pd.read_csv(bucket_root / ABIDE / "Phenotypic_V1_0b_preprocessed1.csv")
+    chosen = pheno[pheno.SITE_ID.isin(["CMU", "OHSU"]) & (pheno.FILE_ID != "no_filename")]
+    func_root = tmp_path / "func-bucket"
+    write_pcp_func(func_root, pd.DataFrame({
+        "file_id": chosen.FILE_ID, "age": chosen.AGE_AT_SCAN, "site": chosen.SITE_ID}), seed=1)
+    upload_tree(endpoint, func_root)
+    config = _config(endpoint)
+    config["datasets"] = [{"name": "abide_pcp", "derivative": "func_preproc", "sites": ["CMU", "OHSU"],
+                           "max_subjects": 16}]
+    config["dataset"] = {"n_folds": 2}
+    config["atlas"] = {"name": "file", "path": str(shared_data.parent / "data/abide_pcp_atlases/CC200.nii.gz")}
+    config["extract"] = {"strategy": [], "high_pass": None, "low_pass": None, "volume_voxel_size": 6}
+    config["train"] = {"models": ["dummy", "cnn_rnn"]}
+    config["models"] = {"cnn_rnn": {"channels": [4], "hidden": 8, "window": 8, "epochs": 2, "batch_size": 4}}
+    work = make_workdir(tmp_path / "run", config)
+    snakemake(work, "--cores", "2")
+    cohort = storage.read_table(work / "results/dataset/cohort.parquet")
+    # max_subjects draws 16 of the CMU/OHSU subjects; all have volumes and all are analysed.
+    assert len(cohort) == 16 and set(cohort.participant_id) <= {f"sub-{s:07d}" for s in chosen.SUB_ID}
+    pid = cohort.participant_id.iloc[0]
+    assert storage.read_volumes(work / f"results/extract/{pid}/{pid}_volumes.parquet").data.shape[0] == 60
+    predictions = pd.read_parquet(work / "results/evaluate/predictions.parquet")
+    assert set(predictions.model) == {"dummy", "cnn_rnn"}
