@@ -47,9 +47,13 @@ def _datasets():
     if len(set(names)) < len(names):
         raise WorkflowError(f"datasets: each dataset may be listed once, got {names}")
     series_only = [
-        e["name"] for e in entries if e["name"] == "abide_pcp" and e["derivative"] != "func_preproc"
+        e["name"]
+        for e in entries
+        if e["name"] == "abide_pcp" and e["derivative"] != "func_preproc"
     ]
-    volume_models = [m for m in MODELS if brainage.models.model_class(m).input_kind == "volumes"]
+    volume_models = [
+        m for m in MODELS if brainage.models.model_class(m).input_kind == "volumes"
+    ]
     if series_only and volume_models:
         raise WorkflowError(
             f"train.models lists {volume_models}, which read volumes, but dataset {series_only[0]} "
@@ -150,10 +154,15 @@ def indi_file(kind):
     def _path(wildcards):
         for name in DATASETS:
             table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
-            rows = table[(table["participant_id"] == f"sub-{wildcards.subject}") & (table["kind"] == kind)]
+            rows = table[
+                (table["participant_id"] == f"sub-{wildcards.subject}")
+                & (table["kind"] == kind)
+            ]
             if len(rows):
                 return rows["path"].iloc[0]
-        raise WorkflowError(f"sub-{wildcards.subject}: no downloaded {kind} file in any dataset")
+        raise WorkflowError(
+            f"sub-{wildcards.subject}: no downloaded {kind} file in any dataset"
+        )
 
     return _path
 
@@ -173,7 +182,11 @@ def subject_outputs(kind):
             return expand(getattr(rules.extract_subject.output, kind), subject=SUBJECTS)
         paths = []
         for name, label in indi_subjects():
-            producer = rules.pcp_rois_subject if _is_pcp_series(name) else rules.extract_subject
+            producer = (
+                rules.pcp_rois_subject
+                if _is_pcp_series(name)
+                else rules.extract_subject
+            )
             paths.append(getattr(producer.output, kind).format(subject=label))
         return paths
 
@@ -182,21 +195,33 @@ def subject_outputs(kind):
 
 def model_inputs(wildcards):
     """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
-    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)(wildcards)
+    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)(
+        wildcards
+    )
 
 
 def extract_inputs(wildcards):
     """The files one extraction reads: fMRIPrep-format, or a downloaded PCP func_preproc + mask."""
     atlas = {"atlas": rules.atlas.output.img, "labels": rules.atlas.output.labels}
     if INDI:
-        return {"bold": indi_file("bold")(wildcards), "mask": indi_file("mask")(wildcards), **atlas}
+        return {
+            "bold": indi_file("bold")(wildcards),
+            "mask": indi_file("mask")(wildcards),
+            **atlas,
+        }
     files = {"bold": BOLD, "bold_json": BOLD_JSON, "mask": MASK, "confounds": CONFOUNDS}
-    return {key: path.format(subject=wildcards.subject) for key, path in files.items()} | atlas
+    return {
+        key: path.format(subject=wildcards.subject) for key, path in files.items()
+    } | atlas
 
 
 def confounds_arg(wildcards, input):
     """``--confounds FILE`` when the input has fMRIPrep confounds (PCP volumes are already denoised)."""
-    return f"--confounds {shlex.quote(input.confounds)}" if "confounds" in input.keys() else ""
+    return (
+        f"--confounds {shlex.quote(input.confounds)}"
+        if "confounds" in input.keys()
+        else ""
+    )
 
 
 def model_outputs(name):

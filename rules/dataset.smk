@@ -1,6 +1,5 @@
 """The participants manifest, the analysed cohort, the exclusions and one folds table for all models."""
 
-
 if INDI:
 
     rule participants_manifest:

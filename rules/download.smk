@@ -58,7 +58,9 @@ if INDI:
         conda:
             "../envs/brainage.yaml"
         params:
-            entry=lambda wildcards: json.dumps(DATASETS[wildcards.dataset], sort_keys=True),
+            entry=lambda wildcards: json.dumps(
+                DATASETS[wildcards.dataset], sort_keys=True
+            ),
             indi=config_json("indi"),
             seed=config["seed"],
             code=code_hash("download"),

@@ -65,3 +65,29 @@ def test_malformed_config_names_the_key(tmp_path, config, message):
     output = result.stdout + result.stderr
     assert "Error validating config file" in output, output[-3000:]
     assert re.search(message, output), output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"inputs": {"source": "indi"}}, r"inputs.source is 'indi' but the datasets list is empty"),
+        ({"inputs": {"source": "indi"}, "datasets": [{"name": "abide_pcp"}, {"name": "abide_pcp"}]},
+         r"each dataset may be listed once"),
+        ({"inputs": {"source": "indi"}, "datasets": [{"name": "abide_pcp", "derivative": "rois_ho"}]},
+         r"\['cnn_rnn'\], which read volumes, but dataset abide_pcp has ROI series only"),
+        ({"inputs": {"source": "indi"}, "datasets": [{"name": "abide_pcp", "pipeline": "fsl"}]}, r"fsl"),
+        ({"inputs": {"source": "indi"}, "datasets": [{"name": "hcp"}]}, r"hcp"),
+    ],
+)
+def test_malformed_datasets_are_named_before_any_download(tmp_path, config, message):
+    result = snakemake(make_workdir(tmp_path, config), "-n", "--cores", "1", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and re.search(message, output), output[-3000:]
+
+
+def test_indi_dag_starts_with_the_download(tmp_path):
+    """Before anything is downloaded only the fetch is known; nothing is contacted by a dry run."""
+    config = {"inputs": {"source": "indi"}, "indi": {"endpoint_url": "http://127.0.0.1:9"},
+              "datasets": [{"name": "abide_pcp"}], "train": {"models": ["dummy", "connectome_ridge"]}}
+    jobs = planned_jobs(snakemake(make_workdir(tmp_path, config), "-n", "--cores", "1"))
+    assert jobs["indi_fetch"] == 1 and "pcp_rois_subject" not in jobs and "atlas" not in jobs

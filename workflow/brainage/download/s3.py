@@ -357,7 +357,9 @@ class Bucket:
         results: list[FetchResult | None] = [None] * len(items)
         fetched_bytes = 0
         with (ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="s3") as pool,
-              tqdm(total=len(items), desc=desc, unit="file", file=sys.stderr, disable=not progress) as bar):
+              tqdm(total=len(items), desc=desc, unit="file", file=sys.stderr, disable=not progress,
+                   # A log file (Snakemake's log:) gets a line every 30 s, not every redraw.
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0) as bar):
             futures = {pool.submit(self.fetch, *item): i for i, item in enumerate(items)}
             try:
                 for future in as_completed(futures):

@@ -76,6 +76,9 @@ def check_config(config: dict) -> None:
     required = dict(CONFIG_KEYS)
     if config.get("inputs", {}).get("source") == "demo":
         required["demo"] = DEMO_KEYS
+    if config.get("inputs", {}).get("source") == "indi":
+        required["indi"] = ("bucket", "endpoint_url")
+        missing += [] if isinstance(config.get("datasets"), list) and config["datasets"] else ["datasets"]
     for section, keys in required.items():
         value = config.get(section)
         if not isinstance(value, dict):

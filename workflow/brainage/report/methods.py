@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from brainage import __version__
+from brainage.report import sources
 
 # Regressor counts of nilearn load_confounds expansions: basic = the parameters, power2 and
 # derivatives add their squares or first derivatives, full adds both and the squared derivatives
@@ -51,13 +52,18 @@ def methods_paragraphs(
     n_models = len(models)
     return [
         ("Data", data_text(config, cohort, n_manifest), []),
-        ("Denoising", denoising_text(config["extract"]), []),
-        ("Features", features_text(config), []),
+        ("Denoising", _indi_or(sources.denoising_text, config) or denoising_text(config["extract"]), []),
+        ("Features", _indi_or(sources.features_text, config) or features_text(config), []),
         ("Validation", validation_text(config, n_heldout(config["dataset"], cohort)), []),
         ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
          models_text(models, cards)),
         ("Software", software_text(cards), []),
     ]
+
+
+def _indi_or(text, config: dict) -> str | None:
+    """The INDI-specific text of a section when the data were downloaded, else None."""
+    return text(config) if config["inputs"]["source"] == "indi" else None
 
 
 def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
@@ -72,6 +78,8 @@ def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
             f"between {_num(demo['age_min'])} and {_num(demo['age_max'])} years, written in fMRIPrep's derivative "
             f"format (task-{inputs['task']}, space-{inputs['space']}, res-{inputs['res']})."
         )
+    elif inputs["source"] == "indi":
+        source = sources.data_text(config)
     else:
         source = (
             f"The data were fMRIPrep derivatives of the {inputs['dataset']} dataset ({inputs['derivatives']}; "
@@ -89,13 +97,14 @@ def _cohort_text(cohort: pd.DataFrame, n_manifest: int) -> str:
     age = cohort["age"].astype(float)
     sex = cohort["sex"].fillna("n/a").astype(str).value_counts().sort_index()
     kept = cohort["n_frames_kept"] / cohort["n_timepoints"]
+    fd = cohort["mean_fd"].astype(float).median()
+    motion = f"; median mean framewise displacement {fd:.3f} mm" if pd.notna(fd) else ""
     return (
         f"Of the {n_manifest} subjects listed in the manifest, {n} were analysed, from {len(sites)} "
         f"site{'s' if len(sites) != 1 else ''} ({', '.join(sites)}), aged {age.min():.1f} to {age.max():.1f} "
         f"years (mean {age.mean():.1f}, SD {age.std(ddof=1) if n > 1 else 0.0:.1f}; sex "
         f"{', '.join(f'{k} {v}' for k, v in sex.items())}). A median of {100 * kept.median():.0f}% of the "
-        f"frames was kept after censoring (range {100 * kept.min():.0f}-{100 * kept.max():.0f}%); median "
-        f"mean framewise displacement {cohort['mean_fd'].median():.3f} mm."
+        f"frames was kept after censoring (range {100 * kept.min():.0f}-{100 * kept.max():.0f}%){motion}."
     )
 
 
