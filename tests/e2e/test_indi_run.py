@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from indi_layouts import write_raw_bids
 from pcp_volumes import write_pcp_func
 from s3_testing import FaultProxy, moto_server, upload_tree
 
@@ -125,3 +126,20 @@ def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_roo
     assert storage.read_volumes(work / f"results/extract/{pid}/{pid}_volumes.parquet").data.shape[0] == 60
     predictions = pd.read_parquet(work / "results/evaluate/predictions.parquet")
     assert set(predictions.model) == {"dummy", "cnn_rnn"}
+
+
+@pytest.mark.parametrize("dataset", ["adhd200", "nki_rs", "corr"])
+def test_raw_bids_datasets_download_for_preprocessing(tmp_path, endpoint, dataset):
+    """Raw BIDS datasets are fetched (indi_download) in their BIDS layout; analysis stops with one clear message."""
+    expected = write_raw_bids(tmp_path / "bucket", dataset, n_subjects=4, seed=0)
+    upload_tree(endpoint, tmp_path / "bucket")
+    work = make_workdir(tmp_path / "run", _config(endpoint, datasets=[{"name": dataset}]))
+    snakemake(work, "--cores", "1", "indi_download")
+    manifest = pd.read_csv(work / f"resources/indi/{dataset}/participants.tsv", sep="\t", dtype={"participant_id": str})
+    assert sorted(manifest.participant_id) == sorted(expected.participant_id)
+    files = pd.read_csv(work / f"resources/indi/{dataset}/files.tsv", sep="\t")
+    assert {"anat", "bold"} <= set(files.kind) and all((work / p).is_file() for p in files.path)
+    assert all(f"/{pid}/" in p for pid, p, k in zip(files.participant_id, files.path, files.kind) if k in ("anat", "bold"))
+    result = snakemake(work, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert f"dataset {dataset} is raw BIDS and needs fMRIPrep preprocessing" in result.stdout + result.stderr
