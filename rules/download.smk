@@ -57,16 +57,20 @@ if INDI:
             "logs/indi_fetch/{dataset}.log",
         conda:
             "../envs/brainage.yaml"
+        # How to reach the bucket (endpoint, parallelism, retries) is not what is downloaded:
+        # resources, unlike params, are no rerun trigger, so tuning them reruns nothing. Each
+        # file's size and MD5 are still checked, and a file whose content changed is fetched again.
+        resources:
+            indi=config_json("indi"),
         params:
             entry=lambda wildcards: json.dumps(
                 DATASETS[wildcards.dataset], sort_keys=True
             ),
-            indi=config_json("indi"),
             seed=config["seed"],
             code=code_hash("download"),
             out_dir=lambda wildcards: f"resources/indi/{wildcards.dataset}",
         shell:
-            "python -m brainage.download indi --entry {params.entry:q} --indi {params.indi:q}"
+            "python -m brainage.download indi --entry {params.entry:q} --indi {resources.indi:q}"
             " --seed {params.seed} --out-dir {params.out_dir:q} --manifest-out {output.manifest:q}"
             " --files-out {output.files:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
 

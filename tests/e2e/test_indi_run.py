@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from indi_layouts import write_raw_bids
 from pcp_volumes import write_pcp_func
 from s3_testing import FaultProxy, moto_server, upload_tree
@@ -88,8 +89,17 @@ def test_abide_rois_through_a_faulty_link(tmp_path, shared_data, bucket_root, en
     report = (work / "results/report.html").read_text()
     assert "sub-" + MISSING.split("_")[-1] in report and "UCLA_2" in report
 
-    # Nothing changed: nothing runs, and the download is not repeated.
-    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {}
+    # Nothing changed but how the bucket is reached (another endpoint, fewer workers): no download,
+    # conversion or training reruns; only the report, whose methods text names the endpoint.
+    config = _config(endpoint)
+    config["indi"]["max_workers"] = 3
+    (work / "config/test.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {"report": 1, "all": 1}
+    # A filter is what is downloaded: the download reruns, and what follows it.
+    config["datasets"][0]["sites"] = ["CMU", "OHSU"]
+    (work / "config/test.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(work, "-n", "--cores", "2"))
+    assert jobs["indi_fetch"] == 1 and jobs["report"] == 1
 
 
 def test_unreachable_endpoint_is_one_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
-from brainage.participants import AGE_RANGE
+from brainage.participants import age_problem
 from brainage.storage import require_columns
 
 log = logging.getLogger(__name__)
@@ -114,16 +114,6 @@ def read_phenotype(path: Path, sep: str, na_values: tuple[str, ...] = ()) -> pd.
     return table
 
 
-def _age_reason(raw: object, age: float, where: str) -> str | None:
-    if not isinstance(raw, str):
-        return f"no age in {where}"
-    if np.isnan(age):
-        return f"age {raw!r} is not a number in {where}"
-    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
-        return f"age {raw} is outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] years in {where}"
-    return None
-
-
 def normalise_phenotypes(entry: dict, files: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Normalise a dataset's phenotype file(s) into a manifest and its exclusions.
 
@@ -181,7 +171,7 @@ def _abide(files: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         if file_id == "no_filename" or not isinstance(file_id, str):
             reasons.append(f"no preprocessed data in ABIDE PCP (FILE_ID no_filename) in {path}")
         else:
-            reasons.append(_age_reason(raw, age, f"{path} row {row}"))
+            reasons.append(age_problem(raw, age, f"{path} row {row}"))
     manifest = pd.DataFrame({
         "participant_id": ids, "dataset": "abide_pcp", "site": table["SITE_ID"].str.strip(), "age": ages,
         "sex": _coded(table["SEX"], _ABIDE_SEX, "SEX", path),
@@ -340,5 +330,5 @@ def _ages(people: pd.DataFrame, sessions: pd.DataFrame, wanted: list[str]):
         age = pd.to_numeric(pd.Series([raw]), errors="coerce").astype(float).iloc[0]
         ages.append(age)
         chosen.append(session if session is not None else pd.NA)
-        reasons.append(_age_reason(raw, age, where))
+        reasons.append(age_problem(raw, age, where))
     return ages, chosen, reasons

@@ -90,14 +90,18 @@ def _normalise_sex(values: pd.Series, path: Path) -> pd.Series:
     return sex
 
 
-def _age_problem(raw: object, age: float, path: Path, row: int) -> str | None:
-    """Reason to exclude a row because of its age, or None when the age is usable."""
+def age_problem(raw: object, age: float, where: str) -> str | None:
+    """Reason to exclude a row because of its age, or None when the age is usable.
+
+    ``raw`` is the age as written (str, or not a str when missing), ``age`` its float value
+    (NaN when not a number) and ``where`` names the row, e.g. ``"participants.tsv row 6"``.
+    """
     if not isinstance(raw, str):
-        return f"no age in {path} row {row}"
+        return f"no age in {where}"
     if np.isnan(age):
-        return f"age {raw!r} is not a number in {path} row {row}"
+        return f"age {raw!r} is not a number in {where}"
     if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
-        return f"age {raw} is outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] years in {path} row {row}"
+        return f"age {raw} is outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] years in {where}"
     return None
 
 
@@ -157,7 +161,7 @@ def build_manifest(
     ages = pd.to_numeric(table["age"], errors="coerce").astype(float)
     reasons = []
     for row, (label, raw, age) in enumerate(zip(labels, table["age"], ages), start=1):
-        reason = _age_problem(raw, age, path, row)
+        reason = age_problem(raw, age, f"{path} row {row}")
         if reason is None and not bold_path(bold_template, label).is_file():
             reason = f"no preprocessed BOLD: {bold_path(bold_template, label)}"
         if reason is not None:

@@ -51,12 +51,17 @@ def data_text(config: dict) -> str:
     )
 
 
+def _only_series(config: dict) -> dict | None:
+    """The first dataset entry when every dataset is PCP ROI series (nothing extracted), else None."""
+    entries = config["datasets"]
+    return entries[0] if all(is_pcp_series(entry) for entry in entries) else None
+
+
 def denoising_text(config: dict) -> str | None:
     """For ROI series used as distributed: what the provider did (brainage cleaned nothing), else None."""
-    series = [entry for entry in config["datasets"] if is_pcp_series(entry)]
-    if len(series) != len(config["datasets"]):
+    entry = _only_series(config)
+    if entry is None:
         return None
-    entry = series[0]
     return (
         f"The ROI series were used as the PCP distributes them: preprocessed by {entry['pipeline']} "
         f"(motion correction, nuisance regression, {_STRATEGY[entry['strategy']]}) and averaged within the "
@@ -67,10 +72,10 @@ def denoising_text(config: dict) -> str | None:
 
 def features_text(config: dict) -> str | None:
     """For ROI series used as distributed: the atlas they come from, else None."""
-    series = [entry for entry in config["datasets"] if is_pcp_series(entry)]
-    if len(series) != len(config["datasets"]):
+    entry = _only_series(config)
+    if entry is None:
         return None
     return (
-        f"The features were the regions' mean time series of the PCP {series[0]['derivative']} files; "
+        f"The features were the regions' mean time series of the PCP {entry['derivative']} files; "
         f"no downsampled volumes were made (the volume model needs the func_preproc derivative)."
     )
