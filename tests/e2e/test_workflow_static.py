@@ -6,14 +6,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from snakemake_helpers import REPO, make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.e2e
 
 
-def test_lint_is_clean(tmp_path):
-    result = snakemake(make_workdir(tmp_path), "--lint", check=False)
+@pytest.mark.parametrize("configfile", [None, "abide_pcp_cc200.yaml"])
+def test_lint_is_clean(tmp_path, configfile):
+    """The default workflow, and the INDI rules that only exist when data are downloaded."""
+    config = yaml.safe_load((REPO / "config" / configfile).read_text()) if configfile else None
+    result = snakemake(make_workdir(tmp_path, config), "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
