@@ -88,6 +88,7 @@ def test_abide_rois_through_a_faulty_link(tmp_path, shared_data, bucket_root, en
     }
     report = (work / "results/report.html").read_text()
     assert "sub-" + MISSING.split("_")[-1] in report and "UCLA_2" in report
+    assert "<title>brainage report: abide_pcp</title>" in report
 
     assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {}
     # Nothing changed but how the bucket is reached (another endpoint, fewer workers): no download,

@@ -57,7 +57,8 @@ def build_report(
     data = load_inputs(config, manifest, cohort, exclusions, metrics, predictions, cards)
     n_excluded = int(data.exclusions["participant_id"].nunique())
     page = render_page(
-        title=f"brainage report: {config['inputs']['dataset']}",
+        # The manifest's datasets: one name for local data, each downloaded dataset's for INDI.
+        title=f"brainage report: {', '.join(data.manifest['dataset'].astype(str).unique())}",
         date=datetime.date.today().isoformat(),
         summary=summary_text(data.manifest, data.cohort, data.exclusions, data.metrics),
         figures=model_figures(data.predictions, data.cohort, data.metrics),
