@@ -167,6 +167,22 @@ def indi_file(kind):
     return _path
 
 
+def pcp_params():
+    """What a PCP series conversion uses: min_frames, and the pipeline and strategy for provenance.
+
+    Not the whole extract section: its denoising keys do not apply to series PCP already cleaned.
+    """
+    entry = DATASETS["abide_pcp"]
+    return json.dumps(
+        {
+            "min_frames": config["extract"]["min_frames"],
+            "pcp_pipeline": entry["pipeline"],
+            "pcp_strategy": entry["strategy"],
+        },
+        sort_keys=True,
+    )
+
+
 def _is_pcp_series(name):
     return name == "abide_pcp" and DATASETS[name]["derivative"] != "func_preproc"
 

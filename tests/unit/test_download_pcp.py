@@ -13,7 +13,8 @@ from brainage.dataset import QC_KEYS, read_qc
 from brainage.download.pcp import convert_pcp_rois
 from brainage.errors import ConfigError
 
-DATA = Path("/work/shared/data/abide1_pcp_cpac_filtglobal_cc200")
+# Same place as the ``shared_data`` fixture of tests/conftest.py; needed at collection time here.
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "abide1_pcp_cpac_filtglobal_cc200"
 SAMPLES = sorted((DATA / "raw_samples").glob("*_rois_cc200.1D"))
 PARAMS = {"min_frames": 3}
 needs_data = pytest.mark.skipif(not SAMPLES, reason="real ABIDE PCP samples not available")

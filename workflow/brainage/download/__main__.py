@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     rois = verbs.add_parser("pcp-rois", help="convert one ABIDE PCP .1D ROI series file to Parquet + QC")
     rois.add_argument("--participant-id", required=True, help="e.g. sub-0050003")
     rois.add_argument("--rois", type=existing_file, required=True, help="the PCP <FILE_ID>_rois_<atlas>.1D file")
-    rois.add_argument("--params", type=json_object, required=True, help="the extract config section as JSON")
+    rois.add_argument(
+        "--params", type=json_object, required=True,
+        help="JSON with min_frames (extract.min_frames) and, for provenance, pcp_pipeline and pcp_strategy",
+    )
     rois.add_argument("--series-out", type=Path, required=True, help="ROI series Parquet to write")
     rois.add_argument("--qc-out", type=Path, required=True, help="QC record JSON to write")
     rois.set_defaults(func=_pcp_rois)

@@ -51,9 +51,9 @@ def convert_pcp_rois(
     rois_1d : path
         ``<FILE_ID>_rois_<atlas>.1D`` as PCP publishes it.
     params : dict
-        The ``extract`` config section; ``min_frames`` (int) is used. Optional string keys
+        ``min_frames`` (int, ``extract.min_frames``) is used. Optional string keys
         ``pcp_pipeline`` (e.g. ``cpac``) and ``pcp_strategy`` (e.g. ``filt_global``) are
-        recorded in the provenance (``strategy`` is the extract section's confound list).
+        recorded in the provenance (the rule passes the dataset entry's).
     series_out : path
         ROI series Parquet, shape (n_timepoints, n_regions), float32.
     qc_out : path
