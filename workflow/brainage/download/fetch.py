@@ -9,14 +9,15 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from brainage import storage
-from brainage.download import indi
+from brainage.download import indi, phenotypes
 from brainage.download.s3 import Bucket, FetchResult, ObjectInfo, S3Config, local_path
 from brainage.errors import DownloadError, InputDataError
 
 log = logging.getLogger(__name__)
 
-STAGE = "download"
-EXCLUSION_COLUMNS = ["participant_id", "stage", "reason"]
+# The same exclusion table and stage name as the phenotype step's.
+STAGE = phenotypes.STAGE
+EXCLUSION_COLUMNS = list(phenotypes.EXCLUSION_COLUMNS)
 FILE_COLUMNS = ["participant_id", "kind", "key", "path", "size", "md5", "status"]
 
 
@@ -74,7 +75,7 @@ def fetch_dataset(
     phenotypes = _fetch_phenotypes(bucket, entry, [o.key for o in listing], infos, out_dir, prefix)
     manifest, excluded = indi.normalise_phenotypes(entry, phenotypes)
     selected, qc_excluded = indi.select(entry, manifest, seed)
-    files, unlisted = _subject_files(indi.subject_keys(entry, selected, [o.key for o in listing]))
+    files, unlisted = indi.subject_keys(entry, selected, [o.key for o in listing])
     if not infos:
         infos = _list_folders(bucket, files["key"])
     files, unsafe = _local_paths(files, out_dir, prefix)
@@ -116,14 +117,6 @@ def _fetch_phenotypes(
         if result.status not in ("fetched", "present"):
             raise DownloadError(f"{entry['name']}: phenotype file unavailable: {result.reason}")
     return {result.key: result.path for result in results}
-
-
-def _subject_files(planned) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``subject_keys`` returns the file table, or (table, exclusions) for raw BIDS without a BOLD."""
-    if isinstance(planned, tuple):
-        table, missing = planned
-        return table, missing.reindex(columns=EXCLUSION_COLUMNS)
-    return planned, pd.DataFrame(columns=EXCLUSION_COLUMNS)
 
 
 def _list_folders(bucket: Bucket, keys: pd.Series) -> dict[str, ObjectInfo]:

@@ -26,7 +26,7 @@ from brainage.storage import require_columns
 log = logging.getLogger(__name__)
 
 # The download stage's one entry point (normalise_phenotypes and validate_entry re-exported).
-__all__ = ["DATASETS", "MANIFEST_COLUMNS", "LAYOUTS", "dataset_prefix", "is_raw_bids", "normalise_phenotypes",
+__all__ = ["DATASETS", "MANIFEST_COLUMNS", "LAYOUTS", "dataset_prefix", "is_pcp_series", "is_raw_bids", "normalise_phenotypes",
            "phenotype_keys", "select", "subject_keys", "validate_entry"]
 KEY_COLUMNS = ("participant_id", "kind", "key")
 
@@ -85,6 +85,12 @@ def is_raw_bids(entry: dict) -> bool:
     """True for datasets stored as raw BIDS (preprocessed by fMRIPrep later), False for ABIDE PCP."""
     validate_entry(entry)
     return entry["name"] != "abide_pcp"
+
+
+def is_pcp_series(entry: dict) -> bool:
+    """True for ABIDE PCP ROI series (``rois_*``): converted as distributed, never extracted."""
+    validate_entry(entry)
+    return entry["name"] == "abide_pcp" and entry["derivative"] != "func_preproc"
 
 
 def dataset_prefix(entry: dict) -> str:

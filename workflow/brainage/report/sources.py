@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from brainage.download.indi import is_pcp_series
+
 # Citations the users of each dataset are asked to give.
 _DATASETS = {
     "abide_pcp": "ABIDE I (Di Martino et al. 2014), as preprocessed by the Preprocessed Connectomes Project "
@@ -18,11 +20,6 @@ _STRATEGY = {
     "nofilt_global": "global signal regression, no band-pass filtering",
     "nofilt_noglobal": "neither band-pass filtering nor global signal regression",
 }
-
-
-def is_pcp_series(entry: dict) -> bool:
-    """Whether a datasets entry is ABIDE PCP ROI series (converted, never extracted)."""
-    return entry["name"] == "abide_pcp" and entry["derivative"] != "func_preproc"
 
 
 def _entry_text(entry: dict) -> str:
