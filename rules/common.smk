@@ -47,9 +47,7 @@ def _datasets():
     if len(set(names)) < len(names):
         raise WorkflowError(f"datasets: each dataset may be listed once, got {names}")
     series_only = [
-        e["name"]
-        for e in entries
-        if e["name"] == "abide_pcp" and e["derivative"] != "func_preproc"
+        e["name"] for e in entries if brainage.download.indi.is_pcp_series(e)
     ]
     volume_models = [
         m for m in MODELS if brainage.models.model_class(m).input_kind == "volumes"
@@ -167,7 +165,7 @@ def indi_file(kind):
     return _path
 
 
-def pcp_params():
+def pcp_params(wildcards):
     """What a PCP series conversion uses: min_frames, and the pipeline and strategy for provenance.
 
     Not the whole extract section: its denoising keys do not apply to series PCP already cleaned.
@@ -183,10 +181,6 @@ def pcp_params():
     )
 
 
-def _is_pcp_series(name):
-    return name == "abide_pcp" and DATASETS[name]["derivative"] != "func_preproc"
-
-
 def subject_outputs(kind):
     """Input function: every subject's output of one kind (series, volumes or qc).
 
@@ -200,7 +194,7 @@ def subject_outputs(kind):
         for name, label in indi_subjects():
             producer = (
                 rules.pcp_rois_subject
-                if _is_pcp_series(name)
+                if brainage.download.indi.is_pcp_series(DATASETS[name])
                 else rules.extract_subject
             )
             paths.append(getattr(producer.output, kind).format(subject=label))

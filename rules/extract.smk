@@ -39,7 +39,7 @@ if INDI:
         conda:
             "../envs/brainage.yaml"
         params:
-            cfg=pcp_params(),
+            cfg=pcp_params,
             code=code_hash("download/pcp"),
         shell:
             "python -m brainage.download pcp-rois --participant-id sub-{wildcards.subject}"
