@@ -9,7 +9,9 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/common_preprocess.smk"
 include: "rules/download.smk"
+include: "rules/preprocess.smk"
 include: "rules/extract.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"

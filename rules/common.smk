@@ -61,6 +61,10 @@ def _datasets():
 
 
 DATASETS = _datasets()
+# Raw BIDS datasets go through fMRIPrep (rules/preprocess.smk); derivative inputs bypass it.
+RAW_DATASETS = [
+    name for name, e in DATASETS.items() if brainage.download.indi.is_raw_bids(e)
+]
 
 
 def bold_template(wildcards):
@@ -132,35 +136,41 @@ def _read_fetched(path, mtime_ns):
 
 
 def indi_subjects():
-    """(dataset, label) of every downloaded subject: known once each dataset's download ran."""
+    """(dataset, label) of every downloaded subject: known once each dataset's download ran.
+
+    With raw BIDS datasets, fMRIPrep's set-up is checked first, before any job is submitted.
+    """
+    if RAW_DATASETS:
+        fmriprep_ready()
     subjects = []
-    for name, entry in DATASETS.items():
-        table = checkpoints.indi_fetch.get(dataset=name).output.files
-        if brainage.download.indi.is_raw_bids(entry):
-            raise WorkflowError(
-                f"dataset {name} is raw BIDS and needs fMRIPrep preprocessing, which this version does "
-                f"not run yet; `snakemake indi_download` fetches it to resources/indi/{name}"
-            )
-        labels = _fetched(table)["participant_id"].str.removeprefix("sub-").unique()
+    for name in DATASETS:
+        table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
+        labels = table["participant_id"].str.removeprefix("sub-").unique()
         subjects += [(name, label) for label in labels]
     return subjects
+
+
+def subject_files(label):
+    """(dataset, rows of the fetched-files table) of one downloaded subject."""
+    for name in DATASETS:
+        table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
+        rows = table[table["participant_id"] == f"sub-{label}"]
+        if len(rows):
+            return name, rows
+    raise WorkflowError(f"sub-{label}: no downloaded file in any dataset")
 
 
 def indi_file(kind):
     """Input function: the fetched file of one kind (series, bold, mask) of {subject}."""
 
     def _path(wildcards):
-        for name in DATASETS:
-            table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
-            rows = table[
-                (table["participant_id"] == f"sub-{wildcards.subject}")
-                & (table["kind"] == kind)
-            ]
-            if len(rows):
-                return rows["path"].iloc[0]
-        raise WorkflowError(
-            f"sub-{wildcards.subject}: no downloaded {kind} file in any dataset"
-        )
+        name, rows = subject_files(wildcards.subject)
+        rows = rows[rows["kind"] == kind]
+        if not len(rows):
+            raise WorkflowError(
+                f"sub-{wildcards.subject}: no downloaded {kind} file in dataset {name}"
+            )
+        return rows["path"].iloc[0]
 
     return _path
 
@@ -211,18 +221,27 @@ def model_inputs(wildcards):
 
 
 def extract_inputs(wildcards):
-    """The files one extraction reads: fMRIPrep-format, or a downloaded PCP func_preproc + mask."""
+    """The files one extraction reads: fMRIPrep-format (given, or made here from raw BIDS), or a
+    downloaded PCP func_preproc + mask (already denoised: no confounds)."""
     atlas = {"atlas": rules.atlas.output.img, "labels": rules.atlas.output.labels}
-    if INDI:
-        return {
-            "bold": indi_file("bold")(wildcards),
-            "mask": indi_file("mask")(wildcards),
-            **atlas,
+    if not INDI:
+        files = {
+            "bold": BOLD,
+            "bold_json": BOLD_JSON,
+            "mask": MASK,
+            "confounds": CONFOUNDS,
         }
-    files = {"bold": BOLD, "bold_json": BOLD_JSON, "mask": MASK, "confounds": CONFOUNDS}
+        return {
+            k: v.format(subject=wildcards.subject) for k, v in files.items()
+        } | atlas
+    name, _ = subject_files(wildcards.subject)
+    if name in RAW_DATASETS:
+        return preprocessed_files(wildcards.subject) | atlas
     return {
-        key: path.format(subject=wildcards.subject) for key, path in files.items()
-    } | atlas
+        "bold": indi_file("bold")(wildcards),
+        "mask": indi_file("mask")(wildcards),
+        **atlas,
+    }
 
 
 def confounds_arg(wildcards, input):

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from brainage.errors import DownloadError
+from brainage.errors import DownloadError, PreprocessError
 
 
 def existing_file(value: str) -> Path:
@@ -52,15 +52,15 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv``, set up logging and call the chosen verb's ``func(args)``.
 
     Returns the process exit code: 0 on success, 1 with one clear log line on a
-    ``ValueError`` (``InputDataError``/``ConfigError`` included), a ``DownloadError`` or a
-    missing file.
+    ``ValueError`` (``InputDataError``/``ConfigError`` included), a ``DownloadError``, a
+    ``PreprocessError`` or a missing file.
     """
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         args.func(args)
-    except (ValueError, DownloadError, FileNotFoundError) as err:
+    except (ValueError, DownloadError, PreprocessError, FileNotFoundError) as err:
         logging.getLogger(parser.prog).error("%s", err)
         return 1
     return 0

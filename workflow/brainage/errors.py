@@ -19,3 +19,11 @@ class DownloadError(RuntimeError):
     A single subject's missing or forbidden file is not a ``DownloadError``: that subject is
     recorded as excluded and the others continue.
     """
+
+
+class PreprocessError(RuntimeError):
+    """fMRIPrep cannot run (no license, engine or image) or a job left no usable derivatives.
+
+    The message says what is missing, where to look (fMRIPrep's log tail, crash files) and
+    what to change.
+    """
