@@ -28,14 +28,26 @@ def fmriprep_ready():
         raise WorkflowError(f"fMRIPrep cannot run: {err}") from None
 
 
+@functools.cache
+def bids_root(root, dataset):
+    """A downloaded BIDS root, checked once: it must still exist and hold sub-* folders."""
+    try:
+        return brainage.preprocess.checks.check_bids_dir(root, f"dataset {dataset}")
+    except brainage.errors.PreprocessError as err:
+        raise WorkflowError(
+            f"{err}; `snakemake indi_download --forcerun indi_fetch` fetches it again"
+        ) from None
+
+
 def chosen_run(label):
     """(BIDS root, funcdir, entities) of the BOLD run used for a subject: the first fetched one.
 
     One run per subject is preprocessed and analysed (sorted by session, task, acq, run).
     """
-    _, rows = subject_files(label)
+    name, rows = subject_files(label)
     bold = sorted(rows.loc[rows["kind"] == "bold", "path"])[0]
     root, rel = bold.split(f"/sub-{label}/", 1)
+    bids_root(root, name)
     funcdir, name = rel.rsplit("/", 1)
     entities = name.split(".")[0].removeprefix(f"sub-{label}_").removesuffix("_bold")
     return root, funcdir, entities
