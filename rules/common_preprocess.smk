@@ -112,3 +112,19 @@ def fmriprep_mem_mb(wildcards, attempt):
 def fmriprep_runtime(wildcards, attempt):
     """Minutes: 6 h, then 12 h, 18 h (without recon-all a subject takes 1-2 h on 8 cores)."""
     return 360 * attempt
+
+
+def fmriprep_records(wildcards):
+    """Every fMRIPrep job's record (what ran), for the report; none without raw BIDS datasets."""
+    if not (INDI and RAW_DATASETS):
+        return []
+    records = []
+    for name, label in indi_subjects():
+        if name in RAW_DATASETS:
+            _, funcdir, entities = chosen_run(label)
+            records.append(
+                rules.fmriprep_subject.output.record.format(
+                    subject=label, funcdir=funcdir, entities=entities
+                )
+            )
+    return records

@@ -10,6 +10,7 @@ rule report:
         metrics=rules.evaluate.output.metrics,
         predictions=rules.evaluate.output.predictions,
         cards=model_outputs("card.json"),
+        fmriprep_records=fmriprep_records,
     output:
         "results/report.html",
     log:
@@ -23,4 +24,5 @@ rule report:
         "python -m brainage.report build --config {params.cfg:q} --manifest {input.manifest:q}"
         " --cohort {input.cohort:q} --exclusions {input.exclusions:q}"
         " --metrics {input.metrics:q} --predictions {input.predictions:q}"
-        " --cards {input.cards:q} --out {output:q} > {log:q} 2>&1"
+        " --cards {input.cards:q} --fmriprep-records {input.fmriprep_records:q}"
+        " --out {output:q} > {log:q} 2>&1"

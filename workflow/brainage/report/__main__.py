@@ -11,7 +11,7 @@ from brainage.report.build import build_report
 
 def _build(args: argparse.Namespace) -> None:
     build_report(args.config, args.manifest, args.cohort, args.exclusions, args.metrics,
-                 args.predictions, args.cards, args.out)
+                 args.predictions, args.cards, args.out, args.fmriprep_records)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="results/evaluate/predictions.parquet")
     build.add_argument("--cards", type=existing_file, nargs="+", required=True,
                        help="model cards results/models/model-*/fold-*/card.json")
+    build.add_argument("--fmriprep-records", type=existing_file, nargs="*", default=[],
+                       help="records of the fMRIPrep jobs (results/preprocess/sub-*/.../*_fmriprep.json)")
     build.add_argument("--out", type=Path, required=True, help="HTML file to write")
     build.set_defaults(func=_build)
     return run(parser, argv)

@@ -8,7 +8,7 @@ import os
 
 from brainage import storage
 from brainage.report.figures import model_figures
-from brainage.report.inputs import load_inputs
+from brainage.report.inputs import load_inputs, read_cards
 from brainage.report.methods import heldout_description, methods_paragraphs
 from brainage.report.page import render_page, summary_text
 from brainage.report.tables import exclusions_table, metrics_sections, qc_table
@@ -25,6 +25,7 @@ def build_report(
     predictions: str | os.PathLike,
     cards: list[str | os.PathLike],
     out: str | os.PathLike,
+    fmriprep_records: list[str | os.PathLike] = (),
 ) -> None:
     """Write the HTML report of one workflow run.
 
@@ -46,6 +47,8 @@ def build_report(
         Model cards results/models/model-*/fold-*/card.json.
     out : path
         The HTML file to write (atomically).
+    fmriprep_records : list of path
+        The fMRIPrep jobs' records (results/preprocess/.../*_fmriprep.json); none for derivative inputs.
 
     Raises
     ------
@@ -66,7 +69,8 @@ def build_report(
         exclusions_html=exclusions_table(data.exclusions),
         n_excluded=n_excluded,
         qc_html=qc_table(data.cohort),
-        methods=methods_paragraphs(config, data.cohort, data.cards, len(data.manifest)),
+        methods=methods_paragraphs(config, data.cohort, data.cards, len(data.manifest),
+                                   read_cards(fmriprep_records, "fMRIPrep job record")),
         held_out=bool((data.predictions["set"] == "test").any()),
     )
     with storage.atomic_path(out) as tmp:

@@ -34,6 +34,7 @@ CONFIG_KEYS = {
     ),
     "dataset": ("n_folds", "group_by_site", "test_sites", "test_datasets"),
     "train": ("models",),
+    "qc": ("max_mean_fd", "high_motion_fd", "max_high_motion_fraction", "max_mean_std_dvars"),
     "models": (),
     "evaluate": ("bias_correction",),
 }
@@ -78,6 +79,7 @@ def check_config(config: dict) -> None:
         required["demo"] = DEMO_KEYS
     if config.get("inputs", {}).get("source") == "indi":
         required["indi"] = ("bucket", "endpoint_url")
+        required["preprocess"] = ("engine", "version", "image", "fs_reconall", "extra_args")
         missing += [] if isinstance(config.get("datasets"), list) and config["datasets"] else ["datasets"]
     for section, keys in required.items():
         value = config.get(section)
@@ -104,13 +106,13 @@ def read_tsv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def read_cards(paths: list[str | os.PathLike]) -> list[dict]:
-    """Read model cards (JSON objects); their keys are read defensively later, with ``.get``."""
+def read_cards(paths: list[str | os.PathLike], what: str = "model card") -> list[dict]:
+    """Read model cards or job records (JSON objects); their keys are read defensively later, with ``.get``."""
     cards = []
     for path in paths:
         card = storage.read_json(path)
         if not isinstance(card, dict):
-            raise InputDataError(f"{path}: expected a JSON object (model card), found {type(card).__name__}")
+            raise InputDataError(f"{path}: expected a JSON object ({what}), found {type(card).__name__}")
         cards.append(card)
     return cards
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from brainage import __version__
-from brainage.report import sources
+from brainage.report import preprocessing, sources
 
 # Regressor counts of nilearn load_confounds expansions: basic = the parameters, power2 and
 # derivatives add their squares or first derivatives, full adds both and the squared derivatives
@@ -27,7 +27,7 @@ _STANDARDIZE = {
 
 
 def methods_paragraphs(
-    config: dict, cohort: pd.DataFrame, cards: list[dict], n_manifest: int
+    config: dict, cohort: pd.DataFrame, cards: list[dict], n_manifest: int, fmriprep_records: list[dict] = ()
 ) -> list[tuple[str, str, list[str]]]:
     """Write the methods section from the parameters that produced the results.
 
@@ -41,6 +41,8 @@ def methods_paragraphs(
         Model cards (model, fold, seeds, versions, device, epochs_run, ...); read with ``.get``.
     n_manifest : int
         Subjects listed in the participants manifest.
+    fmriprep_records : list of dict
+        One record per fMRIPrep job run by the workflow (empty for derivative inputs).
 
     Returns
     -------
@@ -50,8 +52,11 @@ def methods_paragraphs(
     """
     models = {name: config["models"].get(name, {}) for name in config["train"]["models"]}
     n_models = len(models)
+    preprocessed = preprocessing.preprocessing_text(config, list(fmriprep_records))
     return [
         ("Data", data_text(config, cohort, n_manifest), []),
+        *([("Preprocessing", preprocessed, [])] if preprocessed else []),
+        ("Quality control", preprocessing.qc_text(config["qc"]), []),
         ("Denoising", _indi_or(sources.denoising_text, config) or denoising_text(config["extract"]), []),
         ("Features", _indi_or(sources.features_text, config) or features_text(config), []),
         ("Validation", validation_text(config, n_heldout(config["dataset"], cohort)), []),

@@ -22,8 +22,13 @@ _STRATEGY = {
 }
 
 
+def dataset_name(entry: dict) -> str:
+    """A dataset's name as its providers ask it to be cited, e.g. "ADHD-200 (ADHD-200 Consortium 2012)"."""
+    return _DATASETS[entry["name"]]
+
+
 def _entry_text(entry: dict) -> str:
-    text = _DATASETS[entry["name"]]
+    text = dataset_name(entry)
     if entry["name"] == "abide_pcp":
         text += (f", pipeline {entry['pipeline']} with strategy {entry['strategy']} "
                  f"({_STRATEGY[entry['strategy']]}), derivative {entry['derivative']}")
