@@ -9,12 +9,14 @@ from brainage.report.preprocessing import preprocessing_text, qc_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+ENTRY = {"pipeline": "cpac", "strategy": "filt_global", "derivative": "rois_cc200", "sites": [], "age_min": None,
+         "age_max": None, "max_subjects": None, "qc_pass": False, "task": "rest", "sessions": []}
 
 
 def _config(**preprocess):
     config = copy.deepcopy(DEFAULT)
     config["inputs"]["source"] = "indi"
-    config["datasets"] = [{"name": "adhd200", "task": "rest"}, {"name": "abide_pcp", "derivative": "rois_cc200"}]
+    config["datasets"] = [dict(ENTRY, name="adhd200"), dict(ENTRY, name="abide_pcp")]
     config["preprocess"].update(preprocess)
     return config
 
@@ -41,7 +43,7 @@ def test_text_follows_the_settings_and_mixed_versions():
 
 def test_no_text_without_raw_datasets():
     config = _config()
-    config["datasets"] = [{"name": "abide_pcp"}]
+    config["datasets"] = [dict(ENTRY, name="abide_pcp")]
     assert preprocessing_text(config, []) is None
     assert preprocessing_text(DEFAULT, []) is None  # the demo
 
