@@ -60,10 +60,11 @@ rule dataset_build:
         "../envs/brainage.yaml"
     params:
         cfg=config_json("dataset"),
+        qc=config_json("qc"),
         seed=config["seed"],
-        code=code_hash("dataset", "splits", "participants"),
+        code=code_hash("dataset", "splits", "participants", "preprocess/qc"),
     shell:
         "python -m brainage.dataset build --manifest {input.manifest:q}"
         " --participant-exclusions {input.exclusions:q} --qc {input.qc:q}"
-        " --params {params.cfg:q} --seed {params.seed} --cohort-out {output.cohort:q}"
+        " --params {params.cfg:q} --qc-params {params.qc:q} --seed {params.seed} --cohort-out {output.cohort:q}"
         " --splits-out {output.splits:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"

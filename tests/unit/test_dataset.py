@@ -15,6 +15,10 @@ from brainage.splits import make_folds
 PARAMS = {"n_folds": 3, "group_by_site": False, "test_sites": [], "test_datasets": []}
 
 
+# Motion QC switched off: these tests are about the extraction QC and the folds.
+QC_OFF = {"max_mean_fd": None, "high_motion_fd": 0.2, "max_high_motion_fraction": None, "max_mean_std_dvars": None}
+
+
 def _manifest(tmp_path, n=12):
     df = pd.DataFrame({
         "participant_id": [f"sub-{i:02d}" for i in range(1, n + 1)],
@@ -55,7 +59,7 @@ def test_cohort_keeps_qc_included_subjects_and_records_every_exclusion(tmp_path)
     qc[3] = _qc(tmp_path, "sub-04", status="excluded", reason="only 12 frames left after censoring", n_kept=12)
     qc.pop(6)  # sub-07: extraction produced nothing
     outs = _outputs(tmp_path)
-    build_cohort(manifest, excl, qc, PARAMS, 42, **outs)
+    build_cohort(manifest, excl, qc, PARAMS, 42, qc_params=QC_OFF, **outs)
 
     cohort = storage.read_table(outs["cohort_out"], kind="cohort")
     assert list(cohort.columns) == [
@@ -87,7 +91,7 @@ def test_folds_follow_params_and_seed(tmp_path):
     manifest, excl = _manifest(tmp_path)
     qc = _qc_all(tmp_path)
     outs = _outputs(tmp_path)
-    build_cohort(manifest, excl, qc, {**PARAMS, "group_by_site": True}, 1, **outs)
+    build_cohort(manifest, excl, qc, {**PARAMS, "group_by_site": True}, 1, qc_params=QC_OFF, **outs)
     splits = pd.read_csv(outs["splits_out"], sep="\t")
     sites = np.array(["A", "B", "C"] * 4)
     # Three sites, three folds, site-grouped: each fold is one site.
@@ -100,7 +104,7 @@ def test_qc_record_of_a_subject_outside_the_manifest_is_ignored(tmp_path):
     manifest, excl = _manifest(tmp_path)
     qc = [*_qc_all(tmp_path), _qc(tmp_path, "sub-99")]
     outs = _outputs(tmp_path)
-    build_cohort(manifest, excl, qc, PARAMS, 0, **outs)
+    build_cohort(manifest, excl, qc, PARAMS, 0, qc_params=QC_OFF, **outs)
     assert "sub-99" not in storage.read_table(outs["cohort_out"])["participant_id"].tolist()
 
 
@@ -110,6 +114,7 @@ def test_cli_build(tmp_path):
     outs = _outputs(tmp_path)
     args = ["build", "--manifest", str(manifest), "--participant-exclusions", str(excl),
             "--qc", *map(str, qc), "--params", json.dumps({**PARAMS, "n_folds": 4}), "--seed", "3",
+            "--qc-params", json.dumps(QC_OFF),
             "--cohort-out", str(outs["cohort_out"]), "--splits-out", str(outs["splits_out"]),
             "--exclusions-out", str(outs["exclusions_out"])]
     assert main(args) == 0
@@ -137,7 +142,7 @@ def test_malformed_qc_records(tmp_path, change, error, match):
     record.pop(change.get("drop", "none"), None)
     storage.write_json(qc[0], record)
     with pytest.raises(error, match=match):
-        build_cohort(manifest, excl, qc, PARAMS, 0, **_outputs(tmp_path))
+        build_cohort(manifest, excl, qc, PARAMS, 0, qc_params=QC_OFF, **_outputs(tmp_path))
 
 
 def test_two_qc_records_for_one_subject(tmp_path):
@@ -145,7 +150,7 @@ def test_two_qc_records_for_one_subject(tmp_path):
     qc = _qc_all(tmp_path)
     storage.write_json(tmp_path / "other.json", storage.read_json(qc[0]))
     with pytest.raises(InputDataError, match=r"other\.json: second QC record for sub-01 \(first in .*sub-01_qc\.json\)"):
-        build_cohort(manifest, excl, [*qc, tmp_path / "other.json"], PARAMS, 0, **_outputs(tmp_path))
+        build_cohort(manifest, excl, [*qc, tmp_path / "other.json"], PARAMS, 0, qc_params=QC_OFF, **_outputs(tmp_path))
 
 
 def test_malformed_manifest_and_exclusions(tmp_path):
@@ -154,13 +159,13 @@ def test_malformed_manifest_and_exclusions(tmp_path):
     table = pd.read_csv(manifest, sep="\t")
     storage.write_tsv(tmp_path / "no_site.tsv", table.drop(columns="site"))
     with pytest.raises(InputDataError, match=r"no_site\.tsv: manifest lacks columns \['site'\]"):
-        build_cohort(tmp_path / "no_site.tsv", excl, qc, PARAMS, 0, **_outputs(tmp_path))
+        build_cohort(tmp_path / "no_site.tsv", excl, qc, PARAMS, 0, qc_params=QC_OFF, **_outputs(tmp_path))
     storage.write_tsv(tmp_path / "bad_age.tsv", table.assign(age=["x"] + [30.0] * 11))
     with pytest.raises(InputDataError, match=r"bad_age\.tsv: manifest ages missing or not numbers for \['sub-01'\]"):
-        build_cohort(tmp_path / "bad_age.tsv", excl, qc, PARAMS, 0, **_outputs(tmp_path))
+        build_cohort(tmp_path / "bad_age.tsv", excl, qc, PARAMS, 0, qc_params=QC_OFF, **_outputs(tmp_path))
     storage.write_tsv(tmp_path / "bad_excl.tsv", pd.DataFrame({"participant_id": ["sub-99"]}))
     with pytest.raises(InputDataError, match=r"bad_excl\.tsv: exclusions table lacks columns \['stage', 'reason'\]"):
-        build_cohort(manifest, tmp_path / "bad_excl.tsv", qc, PARAMS, 0, **_outputs(tmp_path))
+        build_cohort(manifest, tmp_path / "bad_excl.tsv", qc, PARAMS, 0, qc_params=QC_OFF, **_outputs(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -182,7 +187,7 @@ def test_params_errors(tmp_path, params, error, match):
     manifest, excl = _manifest(tmp_path)
     qc = _qc_all(tmp_path)[:10]  # sub-11 and sub-12 have no extraction output
     with pytest.raises(error, match=match):
-        build_cohort(manifest, excl, qc, params, 0, **_outputs(tmp_path))
+        build_cohort(manifest, excl, qc, params, 0, qc_params=QC_OFF, **_outputs(tmp_path))
 
 
 def test_held_out_sites_and_datasets_form_the_test_set(tmp_path, caplog):
@@ -193,7 +198,7 @@ def test_held_out_sites_and_datasets_form_the_test_set(tmp_path, caplog):
     outs = _outputs(tmp_path)
     params = {**PARAMS, "n_folds": 2, "test_sites": ["C"], "test_datasets": ["ext"]}
     with caplog.at_level("INFO", logger="brainage"):
-        build_cohort(manifest, excl, _qc_all(tmp_path), params, 5, **outs)
+        build_cohort(manifest, excl, _qc_all(tmp_path), params, 5, qc_params=QC_OFF, **outs)
     splits = pd.read_csv(outs["splits_out"], sep="\t").set_index("participant_id")
     # Site C: sub-03, 06, 09, 12; dataset ext: sub-11, sub-12.
     held = ["sub-03", "sub-06", "sub-09", "sub-11", "sub-12"]
@@ -216,4 +221,22 @@ def test_held_out_needs_enough_cv_subjects(tmp_path):
     with pytest.raises(ValueError, match=r"n_folds=5 but only 4 subjects; .*counted over the 4 cross-validation "
                                          r"subjects only \(8 are held out"):
         build_cohort(manifest, excl, _qc_all(tmp_path), {**PARAMS, "n_folds": 5, "test_sites": ["A", "B"]}, 0,
-                     **_outputs(tmp_path))
+                     qc_params=QC_OFF, **_outputs(tmp_path))
+
+
+def test_motion_qc_moves_a_high_motion_subject_to_the_exclusions(tmp_path):
+    manifest, excl = _manifest(tmp_path)
+    qc = [_qc(tmp_path, f"sub-{i:02d}", mean_fd=0.8 if i == 4 else 0.12) for i in range(1, 13)]
+    qc.append(_qc(tmp_path, "sub-13", mean_fd=None))  # not in the manifest: ignored
+    qc[6] = _qc(tmp_path, "sub-07", mean_fd=None)  # no confounds (e.g. PCP): not checked, kept
+    outs = _outputs(tmp_path)
+    build_cohort(manifest, excl, qc, PARAMS, 0, qc_params=dict(QC_OFF, max_mean_fd=0.55), **outs)
+    cohort = storage.read_table(outs["cohort_out"], kind="cohort")
+    assert "sub-04" not in set(cohort.participant_id) and "sub-07" in set(cohort.participant_id)
+    assert len(cohort) == 11
+    exclusions = pd.read_csv(outs["exclusions_out"], sep="\t")
+    row = exclusions[exclusions.participant_id == "sub-04"]
+    assert row.stage.tolist() == ["qc"] and row.reason.tolist() == ["mean FD 0.800 mm > qc.max_mean_fd 0.55 mm"]
+    assert storage.read_metadata(outs["cohort_out"])["qc_params"]["max_mean_fd"] == 0.55
+    splits = pd.read_csv(outs["splits_out"], sep="\t")
+    assert "sub-04" not in set(splits.participant_id)

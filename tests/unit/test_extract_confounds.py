@@ -5,7 +5,7 @@ import pytest
 from extract_fixtures import extract_params, make_subject
 
 from brainage.errors import InputDataError
-from brainage.extract.confounds import frames_kept, motion_summary, select_confounds
+from brainage.extract.confounds import frames_kept, select_confounds
 from brainage.extract.params import ExtractParams
 
 
@@ -73,15 +73,3 @@ def test_missing_columns(tmp_path, strategy, dropped, match):
     subject = make_subject(tmp_path, edit_confounds=lambda c: c.drop(columns=dropped))
     with pytest.raises(InputDataError, match=match):
         _select(subject, strategy=strategy)
-
-
-def test_motion_summary_hand_computed(tmp_path):
-    path = tmp_path / "sub-01_task-rest_desc-confounds_timeseries.tsv"
-    path.write_text("trans_x\tframewise_displacement\n0\tn/a\n0\t0.1\n0\t0.5\n0\t0.3\n")
-    mean_fd, max_fd = motion_summary(path)
-    assert mean_fd == pytest.approx(0.3)
-    assert max_fd == pytest.approx(0.5)
-    path.write_text("trans_x\n0\n1\n")
-    assert motion_summary(path) == (None, None)
-    path.write_text("framewise_displacement\nn/a\nn/a\n")
-    assert motion_summary(path) == (None, None)

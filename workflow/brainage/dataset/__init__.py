@@ -12,6 +12,7 @@ import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
 from brainage.participants import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
+from brainage.preprocess.qc import motion_exclusions
 from brainage.splits import held_out, make_splits
 from brainage import storage
 from brainage.storage import read_json, write_table, write_tsv
@@ -144,6 +145,8 @@ def build_cohort(
     cohort_out: str | os.PathLike,
     splits_out: str | os.PathLike,
     exclusions_out: str | os.PathLike,
+    *,
+    qc_params: dict,
 ) -> None:
     """Write the cohort table, its folds and every exclusion so far.
 
@@ -160,6 +163,9 @@ def build_cohort(
         The ``dataset`` config section: ``n_folds`` (int), ``group_by_site`` (bool),
         ``test_sites``, ``test_datasets`` (lists of str: subjects of these sites or datasets
         form the held-out test set, outside the folds).
+    qc_params : dict
+        The ``qc`` config section: motion thresholds applied to the extraction QC records
+        (:func:`brainage.preprocess.qc.motion_exclusions`); subjects over one are excluded.
     seed : int
         The config seed; folds are shuffled with it.
     cohort_out : path-like
@@ -185,7 +191,9 @@ def build_cohort(
     table = _read_manifest(manifest)
     records = _read_qc_files(qc_files, set(table["participant_id"]))
     cohort, qc_exclusions = _apply_qc(table, records)
-    exclusions = pd.concat([_read_exclusions(participant_exclusions), qc_exclusions], ignore_index=True)
+    motion = motion_exclusions({pid: records[pid] for pid in cohort["participant_id"]}, qc_params)
+    cohort = cohort[~cohort["participant_id"].isin(motion["participant_id"])].reset_index(drop=True)
+    exclusions = pd.concat([_read_exclusions(participant_exclusions), qc_exclusions, motion], ignore_index=True)
     # A site left empty would become NaN; as its own "n/a" group it stays visible in grouped CV.
     sites = cohort["site"].fillna("n/a").to_numpy()
     test = held_out(sites, cohort["dataset"].fillna("n/a").to_numpy(), list(config.test_sites),
@@ -193,6 +201,7 @@ def build_cohort(
     folds = make_splits(cohort["age"].to_numpy(), sites, test, config.n_folds, config.group_by_site, seed)
     provenance = {
         "params": config.as_dict(),
+        "qc_params": dict(qc_params),
         "seed": seed,
         "n_subjects": len(cohort),
         "n_test": int(test.sum()),

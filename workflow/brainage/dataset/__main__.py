@@ -14,6 +14,7 @@ def _build(args: argparse.Namespace) -> None:
         participant_exclusions=args.participant_exclusions,
         qc_files=args.qc,
         params=args.params,
+        qc_params=args.qc_params,
         seed=args.seed,
         cohort_out=args.cohort_out,
         splits_out=args.splits_out,
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     build.add_argument("--qc", type=existing_file, nargs="+", required=True, help="extraction QC JSON files")
     build.add_argument("--params", type=json_object, required=True, help="the dataset config section as JSON")
+    build.add_argument("--qc-params", type=json_object, required=True,
+                       help="the qc config section (motion thresholds) as JSON")
     build.add_argument("--seed", type=int, required=True, help="the config seed")
     build.add_argument("--cohort-out", required=True, help="cohort.parquet to write")
     build.add_argument("--splits-out", required=True, help="splits.tsv to write")

@@ -108,23 +108,3 @@ def frames_kept(
             f"({rule}), need {params.min_frames} (extract.min_frames)"
         )
     return kept
-
-
-def motion_summary(confounds_file: str | os.PathLike) -> tuple[float | None, float | None]:
-    """Mean and max framewise displacement (mm) over all frames, ignoring n/a.
-
-    Returns
-    -------
-    mean_fd, max_fd : float or None
-        None when the column is absent or holds no finite value.
-    """
-    header = pd.read_csv(confounds_file, sep="\t", nrows=0).columns
-    if "framewise_displacement" not in header:
-        return None, None
-    fd = pd.read_csv(confounds_file, sep="\t", usecols=["framewise_displacement"])
-    values = pd.to_numeric(fd["framewise_displacement"], errors="coerce").to_numpy(dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None, None
-    return float(values.mean()), float(values.max())
-

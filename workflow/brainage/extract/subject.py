@@ -14,6 +14,7 @@ from brainage import storage
 from brainage.errors import InputDataError
 from brainage.extract import clean, confounds, inputs, volumes
 from brainage.extract.params import ExtractParams
+from brainage.preprocess.qc import motion_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def _qc_record(
     # "strategy" lists what is applied: nothing for an already denoised BOLD.
     return {
         "participant_id": participant_id, "stage": "extract", "status": "included", "reason": None,
-        "n_timepoints": None, "n_frames_kept": None, "mean_fd": None, "max_fd": None, "tr": None,
+        "n_timepoints": None, "n_frames_kept": None, "mean_fd": None, "max_fd": None, "fd": None,
+        "mean_std_dvars": None, "mean_dvars": None, "tr": None,
         "tr_source": None, "n_regions": len(labels), "missing_regions": [], "volume_shape": None,
         "n_volume_voxels": None, "strategy": [] if denoised else list(cfg.strategy),
         "confounds": "none" if denoised else None, "bold": Path(bold).name,
@@ -178,7 +180,7 @@ def _extract(bold, mask, confounds_arg, denoised, atlas_img, labels, cfg, qc, so
     confounds_file = _confounds_file(bold, confounds_arg, denoised)
     if confounds_file is not None:
         sources["confounds"] = qc["confounds"] = confounds_file.name
-        qc["mean_fd"], qc["max_fd"] = confounds.motion_summary(confounds_file)
+        qc.update(motion_metrics(confounds_file))
     bold_img, data = inputs.load_bold(bold)
     qc["n_timepoints"] = data.shape[3]
     factor = volumes.block_factor(bold_img.header.get_zooms()[:3], cfg.volume_voxel_size)
