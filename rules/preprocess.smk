@@ -33,7 +33,7 @@ if INDI and RAW_DATASETS and TEMPLATEFLOW:
                 {k: PREP["templateflow"][k] for k in ("templates", "resolutions")},
                 sort_keys=True,
             ),
-            space=SPACE,
+            space=f"{SPACE}:res-{RES}",
             home=PREP["templateflow"]["home"],
             code=code_hash("preprocess/templateflow", "download/s3"),
         shell:
@@ -78,5 +78,5 @@ if INDI and RAW_DATASETS:
             " {output.confounds:q} {output.confounds_json:q} --log {log:q}"
             " --crash-search results/fmriprep/sub-{wildcards.subject} {params.work:q}"
             " --version {params.version:q} --description results/fmriprep/dataset_description.json"
-            " --record-out {output.record:q} --engine {params.engine:q} --image {params.image:q}"
+            " --record-out {output.record:q} --engine {params.engine:q} --image={params.image:q}"
             " --command {params.command:q} 2>&1 | tee -a {log:q}"

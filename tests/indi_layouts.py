@@ -50,7 +50,7 @@ def _json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _subject_files(base: Path, label: str, session: str, runs: list[str], rng, sidecars: bool) -> None:
+def _subject_files(base: Path, label: str, session: str, runs: list[str], rng, sidecars: bool, n_frames: int = 5) -> None:
     """anat T1w and func bold runs (entity strings before _bold) of one session."""
     stem = f"sub-{label}_ses-{session}"
     anat = base / f"sub-{label}" / f"ses-{session}" / "anat" / f"{stem}_run-1_T1w.nii.gz"
@@ -59,7 +59,7 @@ def _subject_files(base: Path, label: str, session: str, runs: list[str], rng, s
         _json(anat.with_name(anat.name.replace(".nii.gz", ".json")), {"RepetitionTime": 2.3})
     for run in runs:
         bold = base / f"sub-{label}" / f"ses-{session}" / "func" / f"{stem}_{run}_bold.nii.gz"
-        _image(bold, (4, 4, 4, 5), rng)
+        _image(bold, (4, 4, 4, n_frames), rng)
         if sidecars:
             _json(bold.with_name(bold.name.replace(".nii.gz", ".json")), {"RepetitionTime": TR_S, "TaskName": "rest"})
 
@@ -70,8 +70,8 @@ def _site_root(base: Path) -> None:
     _json(base / "task-rest_bold.json", {"RepetitionTime": TR_S, "TaskName": "rest"})
 
 
-def write_raw_bids(root: Path, dataset: str, n_subjects: int, seed: int) -> pd.DataFrame:
-    """Write a tiny raw BIDS tree in ``dataset``'s bucket layout; return the expected manifest.
+def write_raw_bids(root: Path, dataset: str, n_subjects: int, seed: int, n_frames: int = 5) -> pd.DataFrame:
+    """Write a tiny raw BIDS tree in ``dataset``'s bucket layout (BOLD runs of ``n_frames``); return the expected manifest.
 
     Returns
     -------
@@ -81,13 +81,13 @@ def write_raw_bids(root: Path, dataset: str, n_subjects: int, seed: int) -> pd.D
     """
     rng = np.random.default_rng(seed)
     writer = {"adhd200": _adhd200, "nki_rs": _nki_rs, "corr": _corr}[dataset]
-    rows = writer(Path(root) / PREFIXES[dataset], n_subjects, rng)
+    rows = writer(Path(root) / PREFIXES[dataset], n_subjects, rng, n_frames)
     expected = pd.DataFrame(rows, columns=["participant_id", "site", "age", "sex", "diagnosis", "source_id", "session"])
     expected.insert(1, "dataset", dataset)
     return expected.sort_values("participant_id", ignore_index=True)
 
 
-def _adhd200(base: Path, n: int, rng) -> list[tuple]:
+def _adhd200(base: Path, n: int, rng, n_frames: int) -> list[tuple]:
     rows, tables = [], {site: [] for site in SITES["adhd200"]}
     for i in range(n):
         site = SITES["adhd200"][i % 2]
@@ -97,7 +97,7 @@ def _adhd200(base: Path, n: int, rng) -> list[tuple]:
         gender = ("Male", "Female")[i % 2]
         tables[site].append(f"{raw}\t{gender}\t{age}\tRight\t{dx}\tMedication Na\u00b4ve\t-999")
         rows.append((f"sub-{label}", site, age, gender[0], diagnosis, raw, pd.NA))
-        _subject_files(base / site, label, "1", ["task-rest_run-1"], rng, sidecars=False)
+        _subject_files(base / site, label, "1", ["task-rest_run-1"], rng, sidecars=False, n_frames=n_frames)
     for site, lines in tables.items():
         if site == "NYU" and lines:
             lines.append(lines[0])  # NYU lists its test subjects twice
@@ -109,21 +109,22 @@ def _adhd200(base: Path, n: int, rng) -> list[tuple]:
     return rows
 
 
-def _nki_rs(base: Path, n: int, rng) -> list[tuple]:
+def _nki_rs(base: Path, n: int, rng, n_frames: int) -> list[tuple]:
     rows, lines = [], ["participant_id\tage\tsex\thandedness"]
     for i in range(n):
         label = f"A{8326 + i:08d}"
         age, sex = round(float(rng.uniform(6, 85)), 1), ("MALE", "FEMALE")[i % 2]
         lines.append(f"{label}\t{age}\t{sex}\tRIGHT")
         rows.append((f"sub-{label}", "NKI", age, sex[0], pd.NA, label, pd.NA))
-        _subject_files(base, label, "BAS1", ["task-rest_acq-645", "task-BREATHHOLD_acq-1400"], rng, sidecars=True)
+        _subject_files(base, label, "BAS1", ["task-rest_acq-645", "task-BREATHHOLD_acq-1400"], rng, sidecars=True,
+                       n_frames=n_frames)
     base.mkdir(parents=True, exist_ok=True)
     (base / "participants.tsv").write_text("\n".join(lines) + "\n")
     _json(base / "dataset_description.json", {"Name": "NKI-RS", "BIDSVersion": "1.0.2"})
     return rows
 
 
-def _corr(base: Path, n: int, rng) -> list[tuple]:
+def _corr(base: Path, n: int, rng, n_frames: int) -> list[tuple]:
     rows, tables = [], {site: ["participant_id\tsex"] for site in SITES["corr"]}
     for i in range(n):
         site = SITES["corr"][i % 2]
@@ -135,7 +136,8 @@ def _corr(base: Path, n: int, rng) -> list[tuple]:
         (subject / f"sub-{label}_sessions.tsv").write_text(f"session_id\tage\nses-1\t{age}\nses-2\t{age + 0.5}\n")
         rows.append((f"sub-{label}", site, age, sex, pd.NA, label, "1"))
         for session in ("1", "2"):
-            _subject_files(base / site, label, session, ["task-rest_run-1", "task-rest_run-2"], rng, sidecars=False)
+            _subject_files(base / site, label, session, ["task-rest_run-1", "task-rest_run-2"], rng, sidecars=False,
+                           n_frames=n_frames)
     for site, lines in tables.items():
         (base / site).mkdir(parents=True, exist_ok=True)
         (base / site / "participants.tsv").write_text("\n".join(lines) + "\n")

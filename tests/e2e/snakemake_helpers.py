@@ -29,10 +29,17 @@ def make_workdir(path: Path, config: dict | None = None) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """Run Snakemake in ``workdir`` with this interpreter's environment first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500,
+              env: dict[str, str] | None = None, path_first: Path | None = None) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``workdir`` with this interpreter's environment first on PATH.
+
+    ``env`` replaces the inherited environment (PATH excepted); ``path_first`` goes before everything
+    on PATH (e.g. a folder of stand-in executables).
+    """
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
     env.setdefault("NILEARN_DATA", str(workdir / ".nilearn_data"))
     extra = ["--configfile", "config/test.yaml"] if (workdir / "config" / "test.yaml").exists() else []
     cmd = [sys.executable, "-m", "snakemake", *args, *extra]

@@ -1,5 +1,6 @@
 """INDI path end to end: a real S3-protocol server on loopback holding real ABIDE PCP data in the INDI layout."""
 
+import os
 import subprocess
 import sys
 
@@ -138,11 +139,15 @@ def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_roo
     assert storage.read_volumes(work / f"results/extract/{pid}/{pid}_volumes.parquet").data.shape[0] == 60
     predictions = pd.read_parquet(work / "results/evaluate/predictions.parquet")
     assert set(predictions.model) == {"dummy", "cnn_rnn"}
+    # Derivatives bypass fMRIPrep: its rule is not in the DAG, even when everything is forced.
+    jobs = planned_jobs(snakemake(work, "-n", "-F", "--cores", "2"))
+    assert jobs["extract_subject"] == 16 and "fmriprep_subject" not in jobs and "templateflow_prefetch" not in jobs
+    assert not (work / "results" / "fmriprep").exists()
 
 
 @pytest.mark.parametrize("dataset", ["adhd200", "nki_rs", "corr"])
 def test_raw_bids_datasets_download_for_preprocessing(tmp_path, endpoint, dataset):
-    """Raw BIDS datasets are fetched (indi_download) in their BIDS layout; analysis stops with one clear message."""
+    """Raw BIDS datasets are fetched (indi_download, which needs no fMRIPrep set-up) in their BIDS layout."""
     expected = write_raw_bids(tmp_path / "bucket", dataset, n_subjects=4, seed=0)
     upload_tree(endpoint, tmp_path / "bucket")
     work = make_workdir(tmp_path / "run", _config(endpoint, datasets=[{"name": dataset}]))
@@ -152,6 +157,8 @@ def test_raw_bids_datasets_download_for_preprocessing(tmp_path, endpoint, datase
     files = pd.read_csv(work / f"resources/indi/{dataset}/files.tsv", sep="\t")
     assert {"anat", "bold"} <= set(files.kind) and all((work / p).is_file() for p in files.path)
     assert all(f"/{pid}/" in p for pid, p, k in zip(files.participant_id, files.path, files.kind) if k in ("anat", "bold"))
-    result = snakemake(work, "--cores", "1", check=False)
+    # The analysis needs fMRIPrep, checked before any job is submitted: here there is no licence.
+    env = {k: v for k, v in os.environ.items() if k != "FS_LICENSE"}
+    result = snakemake(work, "--cores", "1", check=False, env=env)
     assert result.returncode != 0
-    assert f"dataset {dataset} is raw BIDS and needs fMRIPrep preprocessing" in result.stdout + result.stderr
+    assert "fMRIPrep cannot run: fMRIPrep needs a FreeSurfer license file" in result.stdout + result.stderr

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the preprocess.templateflow config section as JSON")
     tf.add_argument("--archive", type=json_object, required=True,
                     help="where the archive is: {bucket, endpoint_url} of preprocess.templateflow, as JSON")
-    tf.add_argument("--space", required=True, help="the output space template, e.g. MNI152NLin2009cAsym")
+    tf.add_argument("--space", required=True, help="the output space, e.g. MNI152NLin2009cAsym:res-2")
     tf.add_argument("--home", type=Path, required=True, help="the TemplateFlow home to fill")
     tf.add_argument("--out", type=Path, required=True, help="TSV listing every template file fetched")
     tf.add_argument("--no-progress", action="store_true", help="no progress bar")
