@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from brainage import storage
+from brainage import __version__, storage
 from brainage.download import indi, phenotypes
 from brainage.download.s3 import Bucket, FetchResult, ObjectInfo, S3Config, local_path
 from brainage.errors import DownloadError, InputDataError
@@ -37,7 +37,8 @@ def fetch_dataset(
     Phenotype files are fetched and normalised, the user's filters select subjects, then every
     selected subject's files are fetched in parallel, verified and written atomically under
     ``out_dir`` at their bucket key (below the dataset's prefix). Files already present and
-    verified are not fetched again, so a rerun resumes.
+    verified are not fetched again, so a rerun resumes. A raw BIDS root that the bucket holds no
+    ``dataset_description.json`` for gets a minimal one (fMRIPrep needs it), not listed in ``files_out``.
 
     Parameters
     ----------
@@ -100,10 +101,39 @@ def fetch_dataset(
             f" (bucket {bucket.config.bucket}, prefix {prefix}); {len(exclusions)} exclusions logged"
         )
     files = files[files["participant_id"].isin(keep["participant_id"])]
+    if indi.is_raw_bids(entry):
+        _describe_bids_roots(entry["name"], files, out_dir, prefix)
     storage.write_tsv(manifest_out, keep.reset_index(drop=True))
     storage.write_tsv(files_out, files.reset_index(drop=True))
     storage.write_tsv(exclusions_out, exclusions[EXCLUSION_COLUMNS].reset_index(drop=True))
     log.info("%s: %d subjects with all files, %d excluded", entry["name"], len(keep), len(exclusions))
+
+
+def _describe_bids_roots(dataset: str, files: pd.DataFrame, out_dir: Path, prefix: str) -> None:
+    """Write a minimal dataset_description.json into each fetched BIDS root that has none.
+
+    fMRIPrep (pybids' BIDSLayout) refuses a BIDS root without one, and some INDI roots lack it.
+    A subject's BIDS root is the folder that holds its ``sub-<label>/`` folder. The file written is
+    not added to the file table, which lists what came from the bucket.
+    """
+    images = files[files["kind"].isin(["anat", "bold"])]
+    roots = {key[: key.index(f"/{pid}/")] for pid, key in zip(images["participant_id"], images["key"])}
+    for root in sorted(roots):
+        path = local_path(out_dir, f"{root}/dataset_description.json", prefix)
+        if path.is_file():
+            continue
+        storage.write_json(path, {
+            "Name": f"{dataset} {PurePosixPath(root).name} (INDI raw BIDS)",
+            "BIDSVersion": "1.8.0",
+            "DatasetType": "raw",
+            "GeneratedBy": [{
+                "Name": "brainage",
+                "Version": __version__,
+                "Description": "written by brainage: the INDI bucket has no dataset_description.json at this BIDS root",
+            }],
+        })
+        log.info("%s: no dataset_description.json in the bucket at %s/; wrote a minimal one to %s",
+                 dataset, root, path)
 
 
 def _fetch_phenotypes(

@@ -59,6 +59,8 @@ class S3Config:
         times a jitter factor in [0.5, 1.5).
     timeout_s : float
         Connect and read timeout, seconds.
+    section : str
+        The config section these settings come from, named in error messages.
     """
 
     bucket: str = "fcp-indi"
@@ -68,18 +70,19 @@ class S3Config:
     retries: int = 5
     backoff_s: float = 0.5
     timeout_s: float = 60.0
+    section: str = "indi"
 
     def __post_init__(self):
         checks = {"max_workers": (self.max_workers >= 1, ">= 1"), "retries": (self.retries >= 0, ">= 0"),
                   "backoff_s": (self.backoff_s >= 0, ">= 0"), "timeout_s": (self.timeout_s > 0, "> 0")}
         for name, (ok, wanted) in checks.items():
             if not ok:
-                raise ConfigError(f"indi.{name}: expected a number {wanted}, found {getattr(self, name)!r}")
+                raise ConfigError(f"{self.section}.{name}: expected a number {wanted}, found {getattr(self, name)!r}")
 
     @classmethod
     def from_params(cls, params: dict) -> S3Config:
         """Build from the ``indi:`` config section; an unknown key raises ``ConfigError``."""
-        allowed = {f.name for f in fields(cls)}
+        allowed = {f.name for f in fields(cls)} - {"section"}
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ConfigError(f"indi: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -230,7 +233,7 @@ class Bucket:
                 time.sleep(delay)
         if isinstance(last, _UNREACHABLE):
             raise DownloadError(f"cannot reach {self.config.endpoint_url} (bucket {self.config.bucket}): "
-                                f"{last}; check indi.endpoint_url / network")
+                                f"{last}; check {self.config.section}.endpoint_url / network")
         raise DownloadError(f"{what}: failed after {attempts} attempts: {last}")
 
     def list(self, prefix: str) -> list[ObjectInfo]:
@@ -245,7 +248,7 @@ class Bucket:
                 status, code = _status(err)
                 if code == "NoSuchBucket":
                     raise DownloadError(f"bucket {self.config.bucket!r} does not exist at "
-                                        f"{self.config.endpoint_url}; check indi.bucket") from err
+                                        f"{self.config.endpoint_url}; check {self.config.section}.bucket") from err
                 raise DownloadError(f"listing {self._where(prefix)}: HTTP {status} {code}") from err
             objects += [ObjectInfo(obj["Key"], obj["Size"], obj.get("ETag", "").strip('"') or None)
                         for obj in page.get("Contents", [])]
@@ -303,7 +306,7 @@ class Bucket:
             status, code = _status(err)
             if code == "NoSuchBucket":
                 raise DownloadError(f"bucket {self.config.bucket!r} does not exist at "
-                                    f"{self.config.endpoint_url}; check indi.bucket") from err
+                                    f"{self.config.endpoint_url}; check {self.config.section}.bucket") from err
             if status in (403, 404):
                 return self._refused(key, dest, "forbidden" if status == 403 else "missing", status)
             raise DownloadError(f"download of {self._where(key)}: HTTP {status} {code}") from err

@@ -72,7 +72,7 @@ def _list_templates(bucket: Bucket, templates: list[str]) -> dict[str, dict[str,
         try:
             listing = bucket.list(f"tpl-{name}/")
         except DownloadError as err:
-            # The S3 client's hints name the indi section; say which archive this was.
+            # Say which archive this was (the INDI bucket is reached the same way).
             raise DownloadError(f"TemplateFlow archive (preprocess.templateflow.bucket / endpoint_url): {err}") from err
         if not listing:
             raise ConfigError(
@@ -117,7 +117,8 @@ def prefetch_templates(params: dict, space: str, home: str | os.PathLike, out: s
     """
     space_name, space_res = _parse_space(space)
     templates = sorted({*params["templates"], space_name})
-    bucket = Bucket(S3Config(bucket=params["bucket"], endpoint_url=params["endpoint_url"], anonymous=True))
+    bucket = Bucket(S3Config(bucket=params["bucket"], endpoint_url=params["endpoint_url"], anonymous=True,
+                             section="preprocess.templateflow"))
     listings = _list_templates(bucket, templates)
     plan = []  # (template, key, ObjectInfo)
     for name, listing in listings.items():
