@@ -126,13 +126,15 @@ def atlas_source(wildcards):
 
 
 def _fetched(path):
-    """A dataset's fetched-files table (read once per version of the file)."""
+    """A dataset's fetched files by participant_id (read once per version of the file)."""
     return _read_fetched(path, Path(path).stat().st_mtime_ns)
 
 
 @functools.cache
 def _read_fetched(path, mtime_ns):
-    return brainage.storage.read_tsv(path, dtype=str)
+    # Grouped once: input functions look subjects up thousands of times on large datasets.
+    table = brainage.storage.read_tsv(path, dtype=str)
+    return {pid: rows for pid, rows in table.groupby("participant_id", sort=False)}
 
 
 def indi_subjects():
@@ -145,8 +147,7 @@ def indi_subjects():
     subjects = []
     for name in DATASETS:
         table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
-        labels = table["participant_id"].str.removeprefix("sub-").unique()
-        subjects += [(name, label) for label in labels]
+        subjects += [(name, pid.removeprefix("sub-")) for pid in table]
     return subjects
 
 
@@ -154,9 +155,8 @@ def subject_files(label):
     """(dataset, rows of the fetched-files table) of one downloaded subject."""
     for name in DATASETS:
         table = _fetched(checkpoints.indi_fetch.get(dataset=name).output.files)
-        rows = table[table["participant_id"] == f"sub-{label}"]
-        if len(rows):
-            return name, rows
+        if f"sub-{label}" in table:
+            return name, table[f"sub-{label}"]
     raise WorkflowError(f"sub-{label}: no downloaded file in any dataset")
 
 
