@@ -17,6 +17,7 @@ Acting as fMRIPrep, by ``mode`` (per subject: env ``STANDIN_MODE`` = JSON {label
 grid at the output resolution, one frame per raw frame, confounds computed from planted motion whose
 mean FD is env ``STANDIN_MEAN_FD`` = JSON {label: mm}, default 0.12); "nothing" exits 0 and writes
 nothing; "crash" writes a nipype crash file under ``<out>/sub-<label>/log/`` and exits 1.
+Env ``STANDIN_MIN_MEM_MB``: a run given less ``--mem-mb`` is "killed" (exit 137), as a job over its memory.
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ def _fmriprep(args: list[str], mounts: dict[str, str], mode: str, version: str) 
         print("ERROR: a valid license file is required for FreeSurfer to run.", file=sys.stderr)
         return 1
     print(f"fMRIPrep v{version}: running participant {label} (stand-in)")
+    needed = int(os.environ.get("STANDIN_MIN_MEM_MB", "0"))
+    if int(options.get("--mem-mb", ["0"])[0]) < needed:
+        print(f"Killed (out of memory: this run needs {needed} MB)", file=sys.stderr)
+        return 137
     mode = json.loads(os.environ.get("STANDIN_MODE", "{}")).get(label, mode)
     if mode == "nothing":
         print("fMRIPrep finished successfully!")

@@ -197,3 +197,12 @@ def test_raw_bids_through_fmriprep_to_the_report(tmp_path, endpoint, license_fil
     config.write_text(text.replace("engine: native", "engine: native\n  extra_args: ['--dummy-scans', '4']"))
     jobs = planned_jobs(snakemake(work, "-n", "--cores", "2", env=env, path_first=tmp_path / "bin"))
     assert jobs["fmriprep_subject"] == N_SUBJECTS
+
+
+def test_memory_is_raised_on_retry(tmp_path, endpoint, license_file):
+    """A job killed for memory is retried with more: 16 GB then 24 GB (fMRIPrep gets 90% of it)."""
+    env = _env(STANDIN_MIN_MEM_MB="20000")
+    work, record, _ = _run(tmp_path, endpoint, license_file, RECORD, "--retries", "1", env=env, engine="native")
+    given = [c["argv"][c["argv"].index("--mem-mb") + 1] for c in _calls(record, "fmriprep")]
+    assert given == ["14400", "21600"]
+    assert (work / RECORD).exists()
