@@ -197,6 +197,14 @@ def test_raw_bids_through_fmriprep_to_the_report(tmp_path, endpoint, license_fil
     config.write_text(text.replace("engine: native", "engine: native\n  extra_args: ['--dummy-scans', '4']"))
     jobs = planned_jobs(snakemake(work, "-n", "--cores", "2", env=env, path_first=tmp_path / "bin"))
     assert jobs["fmriprep_subject"] == N_SUBJECTS
+    # Leaving a subject out by name (e.g. fMRIPrep keeps failing for it) redoes no other subject's work.
+    config.write_text(text.replace("- name: adhd200", f"- name: adhd200\n  exclude: {{sub-{LABEL}: T1w artefact}}"))
+    jobs = planned_jobs(snakemake(work, "-n", "--cores", "2", env=env, path_first=tmp_path / "bin"))
+    assert jobs["indi_fetch"] == 1 and "fmriprep_subject" not in jobs and "extract_subject" not in jobs
+    snakemake(work, "--cores", "2", env=env, path_first=tmp_path / "bin")
+    exclusions = pd.read_csv(work / "results/dataset/exclusions.tsv", sep="\t", dtype=str)
+    assert exclusions.set_index("participant_id").loc[f"sub-{LABEL}", "reason"] == (
+        "excluded in the config (datasets[adhd200].exclude): T1w artefact")
 
 
 def test_memory_is_raised_on_retry(tmp_path, endpoint, license_file):

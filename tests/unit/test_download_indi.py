@@ -285,6 +285,20 @@ def test_select_qc_pass_only_for_abide():
         indi.select(entry("corr", qc_pass=True), _manifest().assign(dataset="corr"), seed=0)
 
 
+def test_select_exclude_by_name_keeps_the_sample_and_records_the_reason():
+    plain, _ = indi.select(entry(max_subjects=5), _manifest(), seed=3)
+    reason = "fMRIPrep fails: T1w ringing artefact"
+    first = plain["participant_id"].iloc[1]
+    # With and without "sub-"; an excluded id outside the sample changes nothing.
+    outside = next(p for p in _manifest()["participant_id"] if p not in set(plain["participant_id"]))
+    selected, excluded = indi.select(entry(max_subjects=5, exclude={first.removeprefix("sub-"): reason,
+                                                                    outside: "not sampled"}), _manifest(), seed=3)
+    assert selected["participant_id"].tolist() == [p for p in plain["participant_id"] if p != first]
+    assert excluded.values.tolist() == [[first, "download", f"excluded in the config (datasets[abide_pcp].exclude): {reason}"]]
+    with pytest.raises(ConfigError, match=r"datasets\[abide_pcp\].exclude: \['sub-77'\] not in the dataset's phenotype table"):
+        indi.select(entry(exclude={"sub-77": "typo"}), _manifest(), seed=0)
+
+
 def test_select_qc_failures_are_exclusions_naming_rater_and_value():
     manifest = _manifest(5).assign(qc_rater_1="OK", qc_func_rater_2=["OK", "maybe", "OK", "OK", "OK"],
                                    qc_func_rater_3=["OK", "OK", None, "OK", "fail"])

@@ -153,7 +153,7 @@ def phenotype_keys(entry: dict, listing: list[str]) -> list[str]:
 
 
 def select(entry: dict, manifest: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply the user's filters: sites, age_min/age_max, qc_pass (abide_pcp), max_subjects.
+    """Apply the user's filters: sites, age_min/age_max, qc_pass (abide_pcp), max_subjects, exclude.
 
     Parameters
     ----------
@@ -170,14 +170,16 @@ def select(entry: dict, manifest: pd.DataFrame, seed: int) -> tuple[pd.DataFrame
     selected : DataFrame
         The kept rows, sorted by participant_id.
     exclusions : DataFrame
-        QC failures only (stage ``download``, reason naming the rater columns and values); the
-        site, age and sample filters are the user's choice, logged as counts, not exclusions.
+        Subjects excluded by name (``exclude``, with the user's reason) and QC failures (reason
+        naming the rater columns and values), stage ``download``; the site, age and sample filters
+        are the user's choice, logged as counts, not exclusions.
 
     Raises
     ------
     ConfigError
         Unknown site names (the message lists the available ones), ``qc_pass`` on a dataset
-        without PCP QC, or no participant left after the site and age filters.
+        without PCP QC, no participant left after the site and age filters, or an ``exclude``
+        id that is not in the phenotype table.
     """
     validate_entry(entry)
     name = entry["name"]
@@ -202,7 +204,23 @@ def select(entry: dict, manifest: pd.DataFrame, seed: int) -> tuple[pd.DataFrame
         log.info("%s: max_subjects %d: sampled %d of %d (seed %d)", name, entry["max_subjects"],
                  len(pick), len(kept), seed)
         kept = kept.iloc[pick]
-    return kept.reset_index(drop=True), exclusions
+    # Last, so that excluding a subject leaves the others (and the max_subjects sample) unchanged.
+    kept, by_config = _exclude(kept, manifest, entry.get("exclude", {}), name)
+    return kept.reset_index(drop=True), pd.concat([by_config, exclusions], ignore_index=True)
+
+
+def _exclude(kept: pd.DataFrame, manifest: pd.DataFrame, exclude: dict[str, str], name: str):
+    """Drop the subjects the user excluded by name (``datasets[].exclude``), recording each reason."""
+    wanted = {f"sub-{pid.removeprefix('sub-')}": reason for pid, reason in exclude.items()}
+    unknown = sorted(set(wanted) - set(manifest["participant_id"]))
+    if unknown:
+        raise ConfigError(f"datasets[{name}].exclude: {unknown} not in the dataset's phenotype table")
+    drop = kept["participant_id"].isin(list(wanted))
+    rows = [(pid, STAGE, f"excluded in the config (datasets[{name}].exclude): {wanted[pid]}")
+            for pid in kept.loc[drop, "participant_id"]]
+    if rows:
+        log.info("%s: exclude: %d subjects excluded by the config", name, len(rows))
+    return kept[~drop.to_numpy()], pd.DataFrame(rows, columns=list(EXCLUSION_COLUMNS))
 
 
 def _filter_sites(table: pd.DataFrame, sites: list[str], name: str) -> pd.DataFrame:
