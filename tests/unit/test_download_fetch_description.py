@@ -5,7 +5,7 @@ import logging
 
 import pytest
 from indi_layouts import PREFIXES, write_raw_bids
-from s3_testing import moto_server, reset_server, upload_tree
+from s3_testing import reset_server, upload_tree
 
 import brainage
 from brainage import storage
@@ -16,15 +16,14 @@ ENTRY = dict(pipeline="cpac", strategy="filt_global", derivative="rois_cc200", s
 WRITTEN = "written by brainage: the INDI bucket has no dataset_description.json at this BIDS root"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with moto_server() as url:
-        yield url
+@pytest.fixture
+def server(s3_server):
+    reset_server(s3_server)
+    return s3_server
 
 
 def _fetch(server, tmp_path, name, drop):
     """Lay ``name`` out in a fresh bucket without the descriptions in ``drop`` (keys below the prefix), fetch it."""
-    reset_server(server)
     source = tmp_path / "bucket"
     write_raw_bids(source, name, n_subjects=4, seed=0)
     for relative in drop:

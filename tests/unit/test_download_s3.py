@@ -11,7 +11,7 @@ import time
 
 import boto3
 import pytest
-from s3_testing import FaultProxy, moto_server, put_object, reset_server, upload_tree
+from s3_testing import FaultProxy, put_object, reset_server, upload_tree
 
 from brainage.download.s3 import Bucket, ObjectInfo, S3Config, local_path
 from brainage.errors import ConfigError, DownloadError, InputDataError
@@ -19,16 +19,10 @@ from brainage.errors import ConfigError, DownloadError, InputDataError
 PREFIX = "data/Projects/Test/"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def endpoint(server):
-    reset_server(server)
-    return server
+def endpoint(s3_server):
+    reset_server(s3_server)
+    return s3_server
 
 
 def _config(endpoint, **overrides):

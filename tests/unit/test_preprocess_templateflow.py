@@ -6,7 +6,7 @@ import socket
 
 import pandas as pd
 import pytest
-from s3_testing import moto_server, put_object, reset_server
+from s3_testing import put_object, reset_server
 
 from brainage import storage
 from brainage.errors import ConfigError, DownloadError
@@ -36,18 +36,12 @@ EXPECTED = sorted([
 ])
 
 
-@pytest.fixture(scope="module")
-def server():
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def endpoint(server):
-    reset_server(server)
+def endpoint(s3_server):
+    reset_server(s3_server)
     for key, body in ARCHIVE.items():
-        put_object(server, key, body, bucket=BUCKET)
-    return server
+        put_object(s3_server, key, body, bucket=BUCKET)
+    return s3_server
 
 
 def _params(endpoint, templates=(B,), resolutions=(1,)):
