@@ -139,8 +139,8 @@ def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_roo
     assert storage.read_volumes(work / f"results/extract/{pid}/{pid}_volumes.parquet").data.shape[0] == 60
     predictions = pd.read_parquet(work / "results/evaluate/predictions.parquet")
     assert set(predictions.model) == {"dummy", "cnn_rnn"}
-    # Derivatives bypass fMRIPrep: its rule is not in the DAG, even when everything is forced.
-    jobs = planned_jobs(snakemake(work, "-n", "-F", "--cores", "2"))
+    # Derivatives bypass fMRIPrep: its rule is not in the DAG, even when extraction is forced.
+    jobs = planned_jobs(snakemake(work, "-n", "--forcerun", "extract_subject", "--cores", "2"))
     assert jobs["extract_subject"] == 16 and "fmriprep_subject" not in jobs and "templateflow_prefetch" not in jobs
     assert not (work / "results" / "fmriprep").exists()
 
