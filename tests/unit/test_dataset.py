@@ -240,3 +240,47 @@ def test_motion_qc_moves_a_high_motion_subject_to_the_exclusions(tmp_path):
     assert storage.read_metadata(outs["cohort_out"])["qc_params"]["max_mean_fd"] == 0.55
     splits = pd.read_csv(outs["splits_out"], sep="\t")
     assert "sub-04" not in set(splits.participant_id)
+
+
+def test_motion_qc_off_keeps_high_motion_subjects_and_on_excludes_each(tmp_path, caplog):
+    manifest, excl = _manifest(tmp_path)
+    planted = {4: {"mean_fd": 0.8}, 5: {"fd": [None, 0.3, 0.3, 0.1]}, 6: {"mean_std_dvars": 5.0}}
+    qc = [_qc(tmp_path, f"sub-{i:02d}", **{"mean_fd": 0.12, "fd": [None, 0.1, 0.1, 0.1], "mean_std_dvars": 1.0,
+                                            **planted.get(i, {})}) for i in range(1, 13)]
+    qc[6] = _qc(tmp_path, "sub-07", mean_fd=None)  # no confounds: not checked
+    outs = _outputs(tmp_path)
+    with caplog.at_level("INFO", logger="brainage"):
+        build_cohort(manifest, excl, qc, PARAMS, 0, qc_params=QC_OFF, **outs)
+    assert len(storage.read_table(outs["cohort_out"])) == 12
+    assert pd.read_csv(outs["exclusions_out"], sep="\t")["participant_id"].tolist() == ["sub-99"]
+    assert ("motion QC: 0 of 12 subjects excluded (max_mean_fd=None, high_motion_fd=0.2, "
+            "max_high_motion_fraction=None, max_mean_std_dvars=None); 1 without motion metrics not checked"
+            ) in caplog.text
+
+    on = {"max_mean_fd": 0.55, "high_motion_fd": 0.2, "max_high_motion_fraction": 0.5, "max_mean_std_dvars": 4.0}
+    build_cohort(manifest, excl, qc, PARAMS, 0, qc_params=on, **outs)
+    cohort = storage.read_table(outs["cohort_out"])
+    assert len(cohort) == 9 and "sub-07" in set(cohort.participant_id)
+    assert cohort.attrs["brainage"]["qc_params"] == on and cohort.attrs["brainage"]["n_excluded"] == 4
+    exclusions = pd.read_csv(outs["exclusions_out"], sep="\t")
+    assert exclusions.values.tolist()[1:] == [
+        ["sub-04", "qc", "mean FD 0.800 mm > qc.max_mean_fd 0.55 mm"],
+        ["sub-05", "qc", "high-motion fraction 0.667 (2 of 3 frames with FD > qc.high_motion_fd 0.2 mm) > "
+                         "qc.max_high_motion_fraction 0.5"],
+        ["sub-06", "qc", "mean std DVARS 5.000 > qc.max_mean_std_dvars 4"],
+    ]
+    assert "motion QC: 3 of 12 subjects excluded" in caplog.text
+
+
+def test_cli_rejects_bad_qc_params(tmp_path, capsys):
+    manifest, excl = _manifest(tmp_path)
+    outs = _outputs(tmp_path)
+    args = ["build", "--manifest", str(manifest), "--participant-exclusions", str(excl),
+            "--qc", *map(str, _qc_all(tmp_path)), "--params", json.dumps(PARAMS), "--seed", "3",
+            "--qc-params", json.dumps({**QC_OFF, "max_fd": 1}),
+            "--cohort-out", str(outs["cohort_out"]), "--splits-out", str(outs["splits_out"]),
+            "--exclusions-out", str(outs["exclusions_out"])]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "ERROR brainage.dataset: qc params: expected keys" in err and "unknown ['max_fd']" in err
+    assert not outs["cohort_out"].exists()

@@ -1,4 +1,4 @@
-"""Tests for brainage.extract.confounds: censoring arithmetic, missing columns, FD summary."""
+"""Tests for brainage.extract.confounds: censoring arithmetic, missing columns."""
 
 import numpy as np
 import pytest

@@ -116,7 +116,8 @@ def test_pcp_subject_without_confounds_keeps_in_band_sinusoid(pcp, tmp_path, cap
 
     qc = storage.read_json(out["qc_out"])
     assert qc["status"] == "included" and qc["confounds"] == "none" and qc["strategy"] == []
-    assert qc["mean_fd"] is None and qc["max_fd"] is None
+    assert qc["mean_fd"] is None and qc["max_fd"] is None and qc["fd"] is None
+    assert qc["mean_std_dvars"] is None and qc["mean_dvars"] is None
     assert qc["tr"] == TR and qc["tr_source"] == "header"
     assert qc["n_timepoints"] == qc["n_frames_kept"] == 60 and qc["missing_regions"] == []
     assert qc["volume_shape"] == [8, 7, 6]

@@ -34,6 +34,12 @@ def test_cli_end_to_end(tmp_path):
     assert qc["status"] == "included" and qc["reason"] is None and qc["stage"] == "extract"
     assert qc["n_timepoints"] == 100 and qc["n_frames_kept"] == 99 and qc["tr"] == 2.0
     assert qc["max_fd"] == pytest.approx(0.9) and 0 < qc["mean_fd"] < 0.9
+    # The motion metrics of brainage.preprocess.qc, from the confounds table the fixture wrote.
+    conf = storage.read_tsv(subject.confounds)
+    assert len(qc["fd"]) == 100 and qc["fd"][0] is None and qc["fd"][40] == pytest.approx(0.9)
+    assert qc["mean_fd"] == pytest.approx(conf["framewise_displacement"].mean())
+    assert qc["mean_std_dvars"] == pytest.approx(conf["std_dvars"].mean())
+    assert qc["mean_dvars"] == pytest.approx(20 * qc["mean_std_dvars"])  # the fixture's dvars = 20 x std_dvars
     assert qc["n_regions"] == 9 and qc["missing_regions"] == ["roi_009"]
     assert qc["volume_shape"] == [4, 4, 4] and qc["strategy"] == params["strategy"]
     assert qc["bold"] == subject.bold.name
@@ -79,6 +85,9 @@ BAD_INPUTS = {
     "confounds missing columns": (
         None, {"edit_confounds": lambda c: c.drop(columns=["white_matter", "csf"])},
         r"_desc-confounds_timeseries.tsv: cannot select confounds .*wm_csf"),
+    "confounds without FD": (
+        None, {"edit_confounds": lambda c: c.drop(columns=["framewise_displacement"])},
+        r"_desc-confounds_timeseries.tsv: expected a 'framewise_displacement' column"),
 }
 
 

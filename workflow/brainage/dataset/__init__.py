@@ -136,6 +136,16 @@ def _apply_qc(manifest: pd.DataFrame, records: dict[str, dict]) -> tuple[pd.Data
     return cohort, pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
 
 
+def _motion_qc(cohort: pd.DataFrame, records: dict[str, dict], qc_params: dict) -> pd.DataFrame:
+    """Motion exclusions among the cohort (extraction-included) subjects, logged as one count line."""
+    included = {pid: records[pid] for pid in cohort["participant_id"]}
+    motion = motion_exclusions(included, qc_params)
+    unchecked = sum(record["mean_fd"] is None for record in included.values())
+    log.info("motion QC: %d of %d subjects excluded (%s); %d without motion metrics not checked",
+             len(motion), len(included), ", ".join(f"{k}={v}" for k, v in qc_params.items()), unchecked)
+    return motion
+
+
 def build_cohort(
     manifest: str | os.PathLike,
     participant_exclusions: str | os.PathLike,
@@ -164,8 +174,10 @@ def build_cohort(
         ``test_sites``, ``test_datasets`` (lists of str: subjects of these sites or datasets
         form the held-out test set, outside the folds).
     qc_params : dict
-        The ``qc`` config section: motion thresholds applied to the extraction QC records
-        (:func:`brainage.preprocess.qc.motion_exclusions`); subjects over one are excluded.
+        The ``qc`` config section: motion thresholds applied to the extraction QC records of
+        the subjects extraction included (:func:`brainage.preprocess.qc.motion_exclusions`);
+        subjects over one move to the exclusions with stage "qc". Records without motion
+        metrics (no confounds table, e.g. ABIDE PCP) are not checked.
     seed : int
         The config seed; folds are shuffled with it.
     cohort_out : path-like
@@ -182,7 +194,8 @@ def build_cohort(
     InputDataError
         Malformed manifest, exclusions table or QC record; two QC records for one subject.
     ConfigError
-        A site or dataset in ``test_sites`` / ``test_datasets`` has no cohort subject.
+        A site or dataset in ``test_sites`` / ``test_datasets`` has no cohort subject; a
+        malformed ``qc_params`` (missing or unknown key, a value not a number or null).
     ValueError
         Every subject held out; too few cross-validation subjects (or sites) for ``n_folds``
         (see :func:`brainage.splits.make_splits`).
@@ -191,7 +204,7 @@ def build_cohort(
     table = _read_manifest(manifest)
     records = _read_qc_files(qc_files, set(table["participant_id"]))
     cohort, qc_exclusions = _apply_qc(table, records)
-    motion = motion_exclusions({pid: records[pid] for pid in cohort["participant_id"]}, qc_params)
+    motion = _motion_qc(cohort, records, qc_params)
     cohort = cohort[~cohort["participant_id"].isin(motion["participant_id"])].reset_index(drop=True)
     exclusions = pd.concat([_read_exclusions(participant_exclusions), qc_exclusions, motion], ignore_index=True)
     # A site left empty would become NaN; as its own "n/a" group it stays visible in grouped CV.

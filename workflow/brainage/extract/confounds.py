@@ -1,4 +1,4 @@
-"""Confound selection and censoring with nilearn's fMRIPrep interface; motion summaries for QC."""
+"""Confound selection and censoring with nilearn's fMRIPrep interface (motion QC: brainage.preprocess.qc)."""
 
 from __future__ import annotations
 
