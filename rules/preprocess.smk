@@ -67,6 +67,8 @@ if INDI and RAW_DATASETS:
             engine=PREP["engine"],
             image=brainage.preprocess.command.FmriprepParams.from_dict(PREP).image_name
             or "",
+        # No code hash in params: a change to brainage's own check must not rerun hours of fMRIPrep
+        # (a change to the command it builds shows in params.command).
         # fMRIPrep's exit code is kept, not fatal: the check then reports it with the log tail,
         # the missing derivatives and the crash files (its message goes to the console and the log).
         shell:
