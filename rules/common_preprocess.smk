@@ -44,20 +44,27 @@ def chosen_run(label):
 
     One run per subject is preprocessed and analysed (sorted by session, task, acq, run).
     """
-    name, rows = subject_files(label)
+    dataset, rows = subject_files(label)
     bold = sorted(rows.loc[rows["kind"] == "bold", "path"])[0]
     root, rel = bold.split(f"/sub-{label}/", 1)
-    bids_root(root, name)
-    funcdir, name = rel.rsplit("/", 1)
-    entities = name.split(".")[0].removeprefix(f"sub-{label}_").removesuffix("_bold")
+    bids_root(root, dataset)
+    funcdir, filename = rel.rsplit("/", 1)
+    entities = (
+        filename.split(".")[0].removeprefix(f"sub-{label}_").removesuffix("_bold")
+    )
     return root, funcdir, entities
+
+
+def run_wildcards(label):
+    """The wildcards of a subject's fmriprep_subject job."""
+    _, funcdir, entities = chosen_run(label)
+    return {"subject": label, "funcdir": funcdir, "entities": entities}
 
 
 def preprocessed_files(label):
     """The fMRIPrep derivatives extraction reads for one subject (named before fMRIPrep runs)."""
-    _, funcdir, entities = chosen_run(label)
     return {
-        key: pattern.format(subject=label, funcdir=funcdir, entities=entities)
+        key: pattern.format(**run_wildcards(label))
         for key, pattern in PREP_FILES.items()
     }
 
@@ -118,13 +125,8 @@ def fmriprep_records(wildcards):
     """Every fMRIPrep job's record (what ran), for the report; none without raw BIDS datasets."""
     if not (INDI and RAW_DATASETS):
         return []
-    records = []
-    for name, label in indi_subjects():
-        if name in RAW_DATASETS:
-            _, funcdir, entities = chosen_run(label)
-            records.append(
-                rules.fmriprep_subject.output.record.format(
-                    subject=label, funcdir=funcdir, entities=entities
-                )
-            )
-    return records
+    return [
+        rules.fmriprep_subject.output.record.format(**run_wildcards(label))
+        for name, label in indi_subjects()
+        if name in RAW_DATASETS
+    ]
