@@ -206,8 +206,8 @@ def test_methods_describe_the_default_run(methods_text):
         "embedded synthetic demo cohort", "60 subjects generated over the sites siteA, siteB",
         "Of the 8 subjects listed in the manifest, 6 were analysed, from 2 sites (siteA, siteB)",
         "aged 10.0 to 60.0 years (mean 35.0, SD 18.7; sex F 3, M 3)",
-        "strategy: motion, wm_csf, high_pass, scrub", "'full' expansion (24 regressors",
-        "'basic' expansion (2 regressors", "framewise displacement above 0.5 mm", "standardised DVARS above 3 ",
+        "denoising preset simple", "24 motion + WM and CSF means + fMRIPrep's discrete-cosine high-pass regressors",
+        "framewise displacement above 0.5 mm", "standardised DVARS above 3 ",
         "shorter than 5 frames", "fewer than 40 frames", "band-pass filtering between 0.01 and 0.1 Hz",
         "linear detrending", "z-scored (sample standard deviation)", "100-region atlas made by k-means",
         "block-averaged to 8 mm voxels from the 4 mm BOLD grid", "5-fold cross-validation stratified by age",
@@ -228,18 +228,24 @@ def _set(config, dotted, value):
     ("extract.fd_threshold", 0.3, "framewise displacement above 0.3 mm"),
     ("extract.std_dvars_threshold", 1.5, "standardised DVARS above 1.5"),
     ("extract.scrub_min_segment", 7, "shorter than 7 frames"),
-    ("extract.strategy", ["motion", "global_signal"], "No frames were censored"),
-    ("extract.motion", "derivatives", "'derivatives' expansion (12 regressors"),
-    ("extract.wm_csf", "full", "'full' expansion (8 regressors"),
+    ("extract.scrub", False, "No frames were censored"),
+    ("extract.denoise", "36P", "24 motion + WM, CSF and global signal each with derivative, square and squared "
+                               "derivative (36 regressors)"),
+    ("extract.denoise", "acompcor", "12 motion + 5 WM and 5 CSF aCompCor components"),
+    ("extract.fd_threshold", None, "Framewise displacement was not used for censoring"),
+    ("extract.min_seconds", 321, "less than 321 s of clean data"),
+    ("extract.min_region_coverage", 0.8, "less than 80% of its volume"),
+    ("extract.on_region_loss", "warn", "kept with a warning (extract.on_region_loss warn)"),
     ("extract.high_pass", None, "low-pass filtering at 0.1 Hz"),
     ("extract.low_pass", None, "high-pass filtering at 0.01 Hz"),
     ("extract.detrend", False, "no detrending"),
-    ("extract.standardize", False, "region series were not standardised"),
+    ("extract.standardize", False, "Region series were not standardised"),
     ("extract.min_frames", 60, "fewer than 60 frames"),
     ("extract.volume_voxel_size", 12, "block-averaged to 12 mm voxels"),
     ("extract.volume_scaling", "voxel", "z-scored per voxel over time"),
-    ("atlas.n_regions", 200, "200-region atlas"),
-    ("atlas.name", "file", "the label image None"),
+    ("atlases", [{"name": "kmeans", "n_regions": 200}], "200-region atlas"),
+    ("atlases", [{"name": "file", "path": "my.nii.gz"}], "the label image my.nii.gz"),
+    ("atlases", [{"name": "kmeans", "n_regions": 100}, {"name": "msdl"}], "2 atlases from the same cleaned data"),
     ("dataset.n_folds", 3, "3-fold cross-validation"),
     ("dataset.group_by_site", True, "grouped by site"),
     ("dataset.test_sites", ["siteB"], "The subjects of the site siteB (3 subjects) were held out"),
@@ -261,8 +267,8 @@ def test_each_parameter_changes_the_methods_text(methods_text, key, value, expec
 
 def test_file_atlas_is_named(methods_text):
     config = resolved_config()
-    config["atlas"].update(name="file", path="resources/atlases/CC200.nii.gz")
-    assert "the label image resources/atlases/CC200.nii.gz" in methods_text(config)
+    config["atlases"] = [{"name": "file", "path": "resources/atlases/CC200.nii.gz"}]
+    assert "the label image resources/atlases/CC200.nii.gz (each non-zero integer label one region)" in methods_text(config)
 
 
 def test_fmriprep_source_names_its_folder_and_participants(methods_text):
@@ -332,6 +338,11 @@ def test_config_missing_keys_are_listed(tmp_path):
     del config["demo"]["tr"]
     with pytest.raises(ConfigError, match=r"missing demo\.tr"):
         build(tmp_path, config=config)
+    for atlases in (None, [], [{"n_regions": 5}], {"name": "kmeans"}):
+        config = resolved_config()
+        config["atlases"] = atlases
+        with pytest.raises(ConfigError, match=r"missing atlases \(a list of atlas specs, each with a name\)"):
+            build(tmp_path, config=config)
 
 
 @pytest.mark.parametrize("name, frame, message", [

@@ -27,10 +27,10 @@ PREDICTION_COLUMNS = ("participant_id", "model", "set", "fold", "age", "predicte
 # Keys of the resolved workflow config that the methods text reads (the schema fills them all).
 CONFIG_KEYS = {
     "inputs": ("source", "derivatives", "participants", "dataset", "task", "space", "res"),
-    "atlas": ("name", "n_regions", "path"),
     "extract": (
-        "strategy", "motion", "wm_csf", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
-        "high_pass", "low_pass", "detrend", "standardize", "min_frames", "volume_voxel_size", "volume_scaling",
+        "denoise", "custom", "scrub", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
+        "high_pass", "low_pass", "detrend", "standardize", "min_frames", "min_seconds", "min_region_coverage",
+        "on_region_loss", "volume_voxel_size", "volume_scaling",
     ),
     "dataset": ("n_folds", "group_by_site", "test_sites", "test_datasets"),
     "train": ("models",),
@@ -53,6 +53,10 @@ class ReportInputs:
         One row per listed subject / analysed subject / exclusion / model / (subject, model).
     cards : list of dict
         Model cards, one per (model, fold).
+    extract_qc : list of dict
+        Extraction QC records, one per extracted run (included or excluded).
+    atlases : list of dict
+        The built ``atlas.json`` of each configured atlas, in config order, with ``n_regions``.
     """
 
     config: dict
@@ -62,6 +66,8 @@ class ReportInputs:
     metrics: pd.DataFrame
     predictions: pd.DataFrame
     cards: list[dict] = field(default_factory=list)
+    extract_qc: list[dict] = field(default_factory=list)
+    atlases: list[dict] = field(default_factory=list)
 
 
 def check_config(config: dict) -> None:
@@ -70,7 +76,7 @@ def check_config(config: dict) -> None:
     Parameters
     ----------
     config : dict
-        The full resolved workflow config (``seed``, ``inputs``, ``demo``, ``atlas``, ``extract``,
+        The full resolved workflow config (``seed``, ``inputs``, ``demo``, ``atlases``, ``extract``,
         ``dataset``, ``models``, ``evaluate``), as filled in by config/config.schema.yaml.
     """
     missing = [] if "seed" in config else ["seed"]
@@ -87,6 +93,9 @@ def check_config(config: dict) -> None:
             missing.append(section)
             continue
         missing += [f"{section}.{key}" for key in keys if key not in value]
+    atlases = config.get("atlases")
+    if not isinstance(atlases, list) or not atlases or not all(isinstance(a, dict) and "name" in a for a in atlases):
+        missing.append("atlases (a list of atlas specs, each with a name)")
     if missing:
         raise ConfigError(
             f"report config: missing {', '.join(missing)}; expected the full resolved workflow config "
@@ -117,6 +126,64 @@ def read_cards(paths: list[str | os.PathLike], what: str = "model card") -> list
     return cards
 
 
+def read_extract_qc(paths: list[str | os.PathLike]) -> list[dict]:
+    """Read the extraction QC records (``results/extract/sub-*/sub-*_qc.json``).
+
+    Returns
+    -------
+    list of dict
+        One record per file, ``participant_id`` normalised to ``sub-<label>`` (as the dataset
+        stage does). Keys beyond ``participant_id`` and ``status`` are read with ``.get``
+        later: records of ROI series used as distributed (PCP) have no clean time or atlases.
+
+    Raises
+    ------
+    InputDataError
+        If a file is not a JSON object with ``participant_id`` and ``status``.
+    """
+    records = read_cards(paths, "extraction QC record")
+    for path, record in zip(paths, records, strict=True):
+        missing = [key for key in ("participant_id", "status") if key not in record]
+        if missing:
+            raise InputDataError(f"{path}: extraction QC record lacks {missing}")
+        record["participant_id"] = "sub-" + str(record["participant_id"]).removeprefix("sub-")
+    return records
+
+
+def read_atlas_dirs(paths: list[str | os.PathLike]) -> list[dict]:
+    """Read each built atlas folder's ``atlas.json`` and count the rows of its ``labels.tsv``.
+
+    Parameters
+    ----------
+    paths : list of path
+        ``resources/atlases/<id>`` folders (written by ``python -m brainage.download atlas``).
+
+    Returns
+    -------
+    list of dict
+        The ``atlas.json`` objects (``id``, ``name``, ``kind``, ``space``, ``source``,
+        ``citation``, ``radius_mm``, ``spec``, ...) with ``n_regions`` added.
+
+    Raises
+    ------
+    InputDataError
+        If ``atlas.json`` or ``labels.tsv`` is missing or malformed.
+    """
+    metas = []
+    for folder in map(Path, paths):
+        if not (folder / "atlas.json").is_file():
+            raise InputDataError(f"{folder / 'atlas.json'}: file not found (expected an atlas folder written by "
+                                 "python -m brainage.download atlas)")
+        meta = read_cards([folder / "atlas.json"], "atlas description")[0]
+        missing = [key for key in ("id", "name", "kind") if key not in meta]
+        if missing:
+            raise InputDataError(f"{folder / 'atlas.json'}: atlas description lacks {missing}")
+        labels = storage.read_tsv(folder / "labels.tsv", dtype=str)
+        storage.require_columns(labels, folder / "labels.tsv", ("index", "name"), "atlas label table")
+        metas.append(meta | {"n_regions": len(labels)})
+    return metas
+
+
 def load_inputs(
     config: dict,
     manifest: str | os.PathLike,
@@ -125,8 +192,14 @@ def load_inputs(
     metrics: str | os.PathLike,
     predictions: str | os.PathLike,
     cards: list[str | os.PathLike],
+    extract_qc: list[str | os.PathLike] = (),
+    atlases: list[str | os.PathLike] = (),
 ) -> ReportInputs:
     """Read every input of the report and check that they agree.
+
+    ``extract_qc`` (extraction QC records) and ``atlases`` (built atlas folders, in config
+    order) may be empty: the report then leaves out the extraction QC view and describes the
+    atlases from the config.
 
     Raises
     ------
@@ -134,7 +207,8 @@ def load_inputs(
         If ``config`` lacks a key the methods text needs.
     InputDataError
         If a file lacks required columns, or the predictions name a model missing from the metrics
-        or a subject missing from the cohort (stale files from different runs).
+        or a subject missing from the cohort (stale files from different runs), or the atlas
+        folders do not match ``config["atlases"]``.
     """
     check_config(config)
     cohort_df = storage.read_table(cohort, kind="cohort")
@@ -149,8 +223,11 @@ def load_inputs(
         metrics=read_tsv(metrics, METRIC_COLUMNS),
         predictions=predictions_df.astype({"participant_id": str, "model": str, "set": str}),
         cards=read_cards(cards),
+        extract_qc=read_extract_qc(list(extract_qc)),
+        atlases=read_atlas_dirs(list(atlases)),
     )
     _check_agreement(inputs, Path(metrics), Path(predictions), Path(cohort))
+    _check_atlases(config["atlases"], inputs.atlases, list(atlases))
     logger.info(
         "report inputs: %d listed, %d analysed, %d exclusion rows, %d models, %d cards",
         len(inputs.manifest), len(inputs.cohort), len(inputs.exclusions), len(inputs.metrics), len(inputs.cards),
@@ -174,3 +251,16 @@ def _check_agreement(inputs: ReportInputs, metrics: Path, predictions: Path, coh
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise InputDataError(f"{predictions}: subject(s) {shown} not in the cohort {cohort}; rerun evaluate")
+
+
+def _check_atlases(specs: list[dict], metas: list[dict], paths: list) -> None:
+    """The atlas folders, when given, are the configured atlases in config order (by registry name)."""
+    if not metas:
+        return
+    found = [meta["name"] for meta in metas]
+    expected = [spec["name"] for spec in specs]
+    if found != expected:
+        raise InputDataError(
+            f"atlas folders {', '.join(map(str, paths))} hold the atlases {found}, but config atlases lists "
+            f"{expected}; pass one folder per configured atlas, in config order"
+        )

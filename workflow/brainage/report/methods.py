@@ -6,28 +6,13 @@ import pandas as pd
 
 from brainage import __version__
 from brainage.report import preprocessing, sources
-
-# Regressor counts of nilearn load_confounds expansions: basic = the parameters, power2 and
-# derivatives add their squares or first derivatives, full adds both and the squared derivatives
-# (the 24-parameter motion model of Friston et al. 1996, Magn Reson Med 35:346).
-_EXPANSION = {
-    "basic": "the parameters only",
-    "power2": "the parameters and their squares",
-    "derivatives": "the parameters and their first temporal derivatives",
-    "full": "the parameters, their first temporal derivatives and the squares of both",
-}
-_N_MOTION = {"basic": 6, "power2": 12, "derivatives": 12, "full": 24}
-_N_WM_CSF = {"basic": 2, "power2": 4, "derivatives": 4, "full": 8}
-_STANDARDIZE = {
-    "zscore_sample": "z-scored (sample standard deviation)",
-    "zscore": "z-scored (population standard deviation)",
-    "psc": "converted to percent signal change",
-    False: "not standardised",
-}
+from brainage.report.extraction import atlases_text, denoising_text
+from brainage.report.extraction import short_number as _num
 
 
 def methods_paragraphs(
-    config: dict, cohort: pd.DataFrame, cards: list[dict], n_manifest: int, fmriprep_records: list[dict] = ()
+    config: dict, cohort: pd.DataFrame, cards: list[dict], n_manifest: int, fmriprep_records: list[dict] = (),
+    atlases: list[dict] = (),
 ) -> list[tuple[str, str, list[str]]]:
     """Write the methods section from the parameters that produced the results.
 
@@ -43,6 +28,8 @@ def methods_paragraphs(
         Subjects listed in the participants manifest.
     fmriprep_records : list of dict
         One record per fMRIPrep job run by the workflow (empty for derivative inputs).
+    atlases : list of dict
+        The built atlas descriptions, in config order (see :func:`features_text`); may be empty.
 
     Returns
     -------
@@ -58,7 +45,7 @@ def methods_paragraphs(
         *([("Preprocessing", preprocessed, [])] if preprocessed else []),
         ("Quality control", preprocessing.qc_text(config["qc"]), []),
         ("Denoising", _indi_or(sources.denoising_text, config) or denoising_text(config["extract"]), []),
-        ("Features", _indi_or(sources.features_text, config) or features_text(config), []),
+        ("Features", _indi_or(sources.features_text, config) or features_text(config, atlases), []),
         ("Validation", validation_text(config, n_heldout(config["dataset"], cohort)), []),
         ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
          models_text(models, cards)),
@@ -113,80 +100,26 @@ def _cohort_text(cohort: pd.DataFrame, n_manifest: int) -> str:
     )
 
 
-def denoising_text(extract: dict) -> str:
-    """Describe confound selection, censoring, filtering, detrending and standardisation."""
-    strategy = list(extract["strategy"])
-    parts = []
-    if "motion" in strategy:
-        m = extract["motion"]
-        parts.append(f"head-motion parameters with the '{m}' expansion ({_N_MOTION[m]} regressors: {_EXPANSION[m]})")
-    if "wm_csf" in strategy:
-        w = extract["wm_csf"]
-        parts.append(f"white-matter and CSF mean signals with the '{w}' expansion "
-                     f"({_N_WM_CSF[w]} regressors: {_EXPANSION[w]})")
-    names = {"global_signal": "the global signal", "compcor": "CompCor components (Behzadi et al. 2007)",
-             "high_pass": "fMRIPrep's discrete-cosine drift regressors"}
-    parts += [names[s] for s in strategy if s in names]
-    regressors = "; ".join(parts) if parts else "no confound regressor"
-    text = (
-        f"Confounds were selected from fMRIPrep's confounds table with nilearn's load_confounds "
-        f"(strategy: {', '.join(strategy) or 'none'}): {regressors}. "
-    )
-    text += _censoring_text(extract, strategy)
-    return text + (
-        f" Each subject's in-mask voxel series were then cleaned in a single pass with nilearn.signal.clean "
-        f"(confound regression, {'linear detrending' if extract['detrend'] else 'no detrending'}, "
-        f"{_filter_text(extract['high_pass'], extract['low_pass'])}), so that ROI series and volumes share "
-        f"the same cleaning; region series were {_STANDARDIZE.get(extract['standardize'], extract['standardize'])}."
-    )
+def features_text(config: dict, atlases: list[dict] = ()) -> str:
+    """Describe every atlas, the coverage rule and the downsampled volumes.
 
-
-def _censoring_text(extract: dict, strategy: list[str]) -> str:
-    text = ""
-    if "scrub" in strategy:
-        # Power et al. 2014, NeuroImage 84:320 (scrubbing); nilearn also drops short segments between outliers.
-        text += (
-            f"Frames with framewise displacement above {_num(extract['fd_threshold'])} mm or standardised DVARS "
-            f"above {_num(extract['std_dvars_threshold'])} were censored (Power et al. 2014), together with kept "
-            f"segments shorter than {extract['scrub_min_segment']} frames. "
-        )
-    else:
-        text += "No frames were censored for motion. "
-    if "non_steady_state" in strategy:
-        text += "Non-steady-state volumes flagged by fMRIPrep were removed. "
-    return text + f"Subjects with fewer than {extract['min_frames']} frames left were excluded."
-
-
-def _filter_text(high_pass: float | None, low_pass: float | None) -> str:
-    if high_pass is not None and low_pass is not None:
-        return f"band-pass filtering between {_num(high_pass)} and {_num(low_pass)} Hz"
-    if high_pass is not None:
-        return f"high-pass filtering at {_num(high_pass)} Hz"
-    if low_pass is not None:
-        return f"low-pass filtering at {_num(low_pass)} Hz"
-    return "no temporal filtering"
-
-
-def features_text(config: dict) -> str:
-    """Describe the atlas used for ROI series and the downsampled volumes."""
-    atlas = config["atlas"]
-    if atlas["name"] == "kmeans":
-        atlas_text = (
-            f"a {atlas['n_regions']}-region atlas made by k-means clustering of the voxel coordinates of "
-            f"nilearn's MNI152 brain mask (spatially compact parcels, seeded with the workflow seed)"
-        )
-    else:
-        atlas_text = f"the label image {atlas['path']} (each non-zero integer label one region)"
+    Parameters
+    ----------
+    config : dict
+        The full resolved workflow config (``atlases``, ``extract``, ``inputs``, ``demo``).
+    atlases : list of dict
+        The built ``atlas.json`` of each configured atlas, in config order, with ``n_regions``
+        (:func:`brainage.report.inputs.read_atlas_dirs`); empty: described from the config.
+    """
     if config["inputs"]["source"] == "demo":
         source_grid = f"from the {config['demo']['voxel_size']} mm BOLD grid"
     else:
         source_grid = f"from the res-{config['inputs']['res']} BOLD grid"
     return (
-        f"ROI series were the mean cleaned signal within each region of {atlas_text}, resampled to the "
-        f"BOLD grid with nearest-neighbour interpolation. For the frame-wise 3D CNN, cleaned volumes were "
-        f"block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a coarse voxel "
-        f"kept when at least half of it lies in the brain mask), {_volume_scaling(config['extract'])} and stored "
-        f"as float16."
+        f"{atlases_text(config['atlases'], config['extract'], atlases)} For the frame-wise 3D CNN, cleaned "
+        f"volumes were block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a "
+        f"coarse voxel kept when at least half of it lies in the brain mask), "
+        f"{_volume_scaling(config['extract'])} and stored as float16."
     )
 
 
@@ -334,15 +267,6 @@ def software_text(cards: list[dict]) -> str:
         return f"No model card recorded software versions; this report was made with brainage {__version__}."
     listed = ", ".join(f"{pkg} {' / '.join(sorted(v))}" for pkg, v in sorted(versions.items()))
     return f"Software versions recorded in the model cards: {listed}. This report was made with brainage {__version__}."
-
-
-def _num(value: object) -> str:
-    # Shortest faithful form: 0.5 stays 0.5, 2.0 becomes 2, 0.0001 stays 0.0001; booleans as in the YAML.
-    if isinstance(value, bool):
-        return str(value).lower()
-    if not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:g}"
 
 
 def _num_list(values: list) -> str:
