@@ -11,7 +11,7 @@ from brainage._cli import existing_file, json_object, run
 def _atlas(args: argparse.Namespace) -> None:
     from brainage.download.atlas import build_atlas
 
-    build_atlas(args.params, args.seed, args.out, args.labels_out)
+    build_atlas(args.spec, args.seed, args.out_dir, data_dir=args.data_dir, urls=args.urls)
 
 
 def _indi(args: argparse.Namespace) -> None:
@@ -39,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``brainage.download`` argument parser (one sub-command per verb)."""
     parser = argparse.ArgumentParser(prog="python -m brainage.download", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    atlas = verbs.add_parser("atlas", help="build (kmeans) or copy (file) the atlas label image and table")
-    atlas.add_argument("--params", type=json_object, required=True, help="the atlas config section as JSON")
-    atlas.add_argument("--seed", type=int, required=True, help="the config seed")
-    atlas.add_argument("--out", type=Path, required=True, help="label image to write (.nii.gz)")
-    atlas.add_argument("--labels-out", type=Path, required=True, help="label table to write (.tsv)")
+    atlas = verbs.add_parser("atlas", help="build one atlas of the registry (fetched, generated or a user image) "
+                                           "into a folder: atlas.json, labels.tsv, atlas.nii.gz")
+    atlas.add_argument("--spec", type=json_object, required=True,
+                       help="one atlases entry as JSON, e.g. '{\"name\": \"schaefer\", \"n_rois\": 400}'")
+    atlas.add_argument("--seed", type=int, required=True, help="the config seed (kmeans parcels)")
+    atlas.add_argument("--out-dir", type=Path, required=True, help="atlas folder to write (resources/atlases/<id>)")
+    atlas.add_argument("--data-dir", type=Path, required=True,
+                       help="nilearn data folder the downloads are cached in (atlas_fetch.data_dir)")
+    atlas.add_argument("--urls", type=json_object, default={},
+                       help="mirror base URL by atlas name as JSON (atlas_fetch.urls); default: the public URLs")
     atlas.set_defaults(func=_atlas)
 
     fetch = verbs.add_parser("indi", help="download one INDI dataset: phenotypes, selected subjects' files")
