@@ -1,4 +1,4 @@
-"""Downloaded atlases: Schaefer, Harvard-Oxford, MSDL and BASC through nilearn, the ABIDE PCP label images over HTTPS."""
+"""Downloaded atlases: Schaefer, Harvard-Oxford, MSDL, BASC (through nilearn) and the ABIDE PCP label images."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ BASC_FILES = {"sym": "1861819", "asym": "1861820"}  # figshare file numbers of t
 PCP_BASE = ("https://raw.githubusercontent.com/preprocessed-connectomes-project/abide/"
             "fda1ec5d3f53eb97d94352e779f37c3ce46caee1/preprocessing/resources/abide_rois/")
 
-_CRADDOCK = "Craddock RC et al. 2012, A whole brain fMRI atlas generated via spatially constrained spectral clustering, Hum Brain Mapp 33:1914-1928"  # noqa: E501
+_CRADDOCK = ("Craddock RC et al. 2012, A whole brain fMRI atlas generated via spatially constrained spectral "
+             "clustering, Hum Brain Mapp 33:1914-1928")
 _HO = ("Harvard-Oxford atlas (FSL): Makris N et al. 2006, Schizophr Res 83:155-171; Frazier JA et al. 2005, "
        "Am J Psychiatry 162:1256-1265; Desikan RS et al. 2006, NeuroImage 31:968-980; Goldstein JM et al. 2007, "
        "Biol Psychiatry 61:935-945")
@@ -37,7 +38,8 @@ PCP_FILES = {
     "cc200": ("CC200.nii.gz", "43dccf06129ef3b8c590d8b528da767c", _CRADDOCK),
     "cc400": ("CC400.nii.gz", "ce89095c6401efffed7aef064246cf23", _CRADDOCK),
     "aal": ("aal_mask_pad.nii.gz", "2406ad39eb8397035792bb33aa75e828",
-            "Tzourio-Mazoyer N et al. 2002, Automated anatomical labeling of activations in SPM, NeuroImage 15:273-289"),
+            "Tzourio-Mazoyer N et al. 2002, Automated anatomical labeling of activations in SPM, "
+            "NeuroImage 15:273-289"),
     "ho": ("ho_mask_pad.nii.gz", "78fd5340afc10f45ac783948506317f0", _HO),
     "ez": ("ez_mask_pad.nii.gz", "6645cceb258915b16fcdb00948b3da21",
            "Eickhoff SB et al. 2005, A new SPM toolbox for combining probabilistic cytoarchitectonic maps and "
@@ -46,7 +48,8 @@ PCP_FILES = {
            "Lancaster JL et al. 2000, Automated Talairach atlas labels for functional brain mapping, "
            "Hum Brain Mapp 10:120-131"),
     "dosenbach160": ("rois_3mm.nii.gz", "80a1ecd8a3d71cbd29f9c6bd24105e28",
-                     "Dosenbach NUF et al. 2010, Prediction of individual brain maturity using fMRI, Science 329:1358-1361"),
+                     "Dosenbach NUF et al. 2010, Prediction of individual brain maturity using fMRI, "
+                     "Science 329:1358-1361"),
 }
 
 

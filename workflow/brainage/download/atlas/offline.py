@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from nibabel.filebasedimages import ImageFileError
 
-from brainage.download.atlas.standard import BuiltAtlas, label_image, label_names, unique_names
+from brainage.download.atlas.standard import BuiltAtlas, label_image, label_names
 from brainage.errors import ConfigError, InputDataError
 from brainage.storage import read_tsv
 
@@ -191,7 +191,8 @@ def build_spheres(spec: dict, *, seed: int, data_dir: Path, urls: dict) -> Built
         rois = bunch.rois
         table = pd.DataFrame({"index": np.arange(1, len(rois) + 1), "name": list(bunch.labels),
                               "network": list(bunch.networks)})
-        citation = "Dosenbach NUF et al. 2010, Prediction of individual brain maturity using fMRI, Science 329:1358-1361"
+        citation = ("Dosenbach NUF et al. 2010, Prediction of individual brain maturity using fMRI, "
+                    "Science 329:1358-1361")
     xyz = rois[["x", "y", "z"]].to_numpy(float)
     table = table.assign(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
     distances = squareform(pdist(xyz))
