@@ -2,7 +2,7 @@
 
 
 rule report:
-    """Write results/report.html from the evaluation, the cohort, the exclusions and the model cards."""
+    """Write results/report.html from the evaluation, the cohort, the exclusions, the extraction QC and the model cards."""
     input:
         manifest=rules.participants_manifest.output.manifest,
         cohort=rules.dataset_build.output.cohort,
@@ -11,6 +11,15 @@ rule report:
         predictions=rules.evaluate.output.predictions,
         cards=model_outputs("card.json"),
         fmriprep_records=fmriprep_records,
+        extract_qc=subject_outputs("qc"),
+        # The built atlases (atlas.json: kind, source, citation), in config order; none when only
+        # PCP ROI series are used (nothing extracted here, so no atlas is built).
+        atlases=(
+            []
+            if INDI
+            and all(brainage.download.indi.is_pcp_series(e) for e in DATASETS.values())
+            else expand(rules.atlas.output[0], atlas=ATLASES)
+        ),
     output:
         "results/report.html",
     log:
@@ -19,10 +28,11 @@ rule report:
         "../envs/brainage.yaml"
     params:
         cfg=json.dumps(config, sort_keys=True),
-        code=code_hash("report"),
+        code=code_hash("report", "extract/params"),
     shell:
         "python -m brainage.report build --config {params.cfg:q} --manifest {input.manifest:q}"
         " --cohort {input.cohort:q} --exclusions {input.exclusions:q}"
         " --metrics {input.metrics:q} --predictions {input.predictions:q}"
         " --cards {input.cards:q} --fmriprep-records {input.fmriprep_records:q}"
+        " --extract-qc {input.extract_qc:q} --atlases {input.atlases:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -445,3 +445,81 @@ def test_held_out_predictions_need_held_out_metrics(tmp_path):
     paths = write_inputs(tmp_path, sites=HELD_SITES, metrics=METRICS, held_out=HELD_OUT)
     with pytest.raises(InputDataError, match=r"metrics\.tsv: no row for connectome_ridge \(set test\), dummy \(set test\)"):
         build_report(_held_config(), out=tmp_path / "r.html", **paths)
+
+
+# --- extraction QC and atlas folders ----------------------------------------------------------
+
+# Extraction exclusions as brainage.extract writes them (too little clean data; regions lost).
+CLEAN_TIME_REASON = ("…/sub-007_desc-confounds_timeseries.tsv: 52 of 200 frames left after censoring (FD > 0.5 mm "
+                     "or std DVARS > 3) = 104 s of clean data at TR 2 s; need 40 frames (extract.min_frames) and "
+                     "120 s (extract.min_seconds)")
+LOST_REASON = ("…/sub-008_desc-brain_mask.nii.gz: regions lost on this brain mask (atlas kmeans100: 2 of 100 regions "
+               "below 0.5 coverage: roi_007 (label 7): 12% inside the brain mask; roi_031 (label 31): vanished when "
+               "resampled to the 4 mm BOLD grid); extract.min_region_coverage sets the threshold, "
+               "extract.on_region_loss: warn keeps such runs")
+
+
+def write_extraction(tmp_path):
+    """QC records of the 6 analysed subjects (60..160 s clean) and the 2 extraction exclusions; one atlas folder."""
+    records = []
+    for i, pid in enumerate(IDS[:6]):
+        records.append({"participant_id": pid, "stage": "extract", "status": "included", "reason": None,
+                        "seconds_kept": 60.0 + 20 * i, "fd_dvars_r": 0.1 * i, "fd_dvars_r_clean": 0.01 * i,
+                        "atlases": {"kmeans100": {"kind": "labels", "n_regions": 100, "lost_regions": [],
+                                                  "min_coverage": 0.8}}})
+    records.append({"participant_id": "sub-007", "stage": "extract", "status": "excluded",
+                    "reason": CLEAN_TIME_REASON, "atlases": {"kmeans100": {"lost_regions": []}}})
+    records.append({"participant_id": "sub-008", "stage": "extract", "status": "excluded", "reason": LOST_REASON,
+                    "atlases": {"kmeans100": {"lost_regions": ["roi_007", "roi_031"], "min_coverage": 0.0,
+                                              "lost_coverage": [0.12, 0.0]}}})
+    paths = []
+    for record in records:
+        paths.append(tmp_path / "extract" / f"{record['participant_id']}_qc.json")
+        storage.write_json(paths[-1], record)
+    atlas = tmp_path / "atlases" / "kmeans100"
+    storage.write_json(atlas / "atlas.json", {"id": "kmeans100", "name": "kmeans", "kind": "labels",
+                                              "image": "atlas.nii.gz", "source": "generated",
+                                              "spec": {"name": "kmeans", "n_regions": 100, "id": "kmeans100"}})
+    storage.write_tsv(atlas / "labels.tsv", pd.DataFrame({"index": range(1, 101),
+                                                         "name": [f"roi_{i:03d}" for i in range(1, 101)]}))
+    return paths, atlas
+
+
+def test_report_shows_extraction_qc_exclusions_and_atlases(tmp_path):
+    paths = write_inputs(tmp_path, exclusions=[("sub-007", "extract", CLEAN_TIME_REASON),
+                                               ("sub-008", "extract", LOST_REASON)])
+    qc_paths, atlas = write_extraction(tmp_path)
+    argv = ["build", "--config", json.dumps(resolved_config())]
+    for name in ["manifest", "cohort", "exclusions", "metrics", "predictions"]:
+        argv += [f"--{name}", str(paths[name])]
+    argv += ["--cards", *map(str, paths["cards"]), "--extract-qc", *map(str, qc_paths), "--atlases", str(atlas),
+             "--out", str(tmp_path / "report.html")]
+    assert main(argv) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Excluded subjects (2)</h2>" in html
+    for pid, reason in (("sub-007", CLEAN_TIME_REASON), ("sub-008", LOST_REASON)):
+        row = re.search(rf"<td>{pid}</td>\s*<td>extract</td>\s*<td>([^<]*)</td>", html)
+        assert row is not None and row.group(1) == reason.replace(">", "&gt;")
+    qc = html[html.index("<h2>Quality control</h2>"):html.index("<h2>Methods</h2>")]
+    # Analysed subjects keep 60, 80, ..., 160 s: median 110 s; r before 0.0..0.5 (median 0.25), after 0.025.
+    assert "Clean data per analysed run: median 110 s (range 60-160 s)." in qc
+    assert "median r 0.25 before denoising" in qc and "and 0.03 after" in qc
+    assert ("2 regions of 1 atlas fell below 50% coverage (extract.min_region_coverage) in at least one of the 8 "
+            "extracted runs; 1 run was excluded for them. 1 run was excluded for too little clean data") in qc
+    assert re.findall(r"<td>([^<]*)</td>", qc[qc.index("lost-regions"):]) == [
+        "kmeans100", "roi_007", "1", "12", "kmeans100", "roi_031", "1", "0"]
+    assert "<td>sub-001</td>" in qc and "<th>clean data (s)</th>" in qc
+    assert "100-region atlas made by k-means clustering" in html and "(atlas-kmeans100)" in html
+
+
+def test_atlas_folders_must_be_the_configured_atlases(tmp_path):
+    paths = write_inputs(tmp_path)
+    _, atlas = write_extraction(tmp_path)
+    config = resolved_config()
+    config["atlases"] = [{"name": "msdl"}]
+    with pytest.raises(InputDataError, match=r"kmeans100 hold the atlases \['kmeans'\], but config atlases lists "
+                                             r"\['msdl'\]; pass one folder per configured atlas, in config order"):
+        build_report(config, out=tmp_path / "r.html", atlases=[atlas], **paths)
+    config["atlases"] = [{"name": "kmeans", "n_regions": 100}, {"name": "msdl"}]
+    with pytest.raises(InputDataError, match=r"\['kmeans'\], but config atlases lists \['kmeans', 'msdl'\]"):
+        build_report(config, out=tmp_path / "r.html", atlases=[atlas], **paths)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainage._cli import existing_file, json_object, run
+from brainage._cli import existing_dir, existing_file, json_object, run
 from brainage.report.build import build_report
 
 
 def _build(args: argparse.Namespace) -> None:
     build_report(args.config, args.manifest, args.cohort, args.exclusions, args.metrics,
-                 args.predictions, args.cards, args.out, args.fmriprep_records)
+                 args.predictions, args.cards, args.out, args.fmriprep_records, args.extract_qc, args.atlases)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="model cards results/models/model-*/fold-*/card.json")
     build.add_argument("--fmriprep-records", type=existing_file, nargs="*", default=[],
                        help="records of the fMRIPrep jobs (results/preprocess/sub-*/.../*_fmriprep.json)")
+    build.add_argument("--extract-qc", type=existing_file, nargs="*", default=[],
+                       help="extraction QC records (results/extract/sub-*/sub-*_qc.json)")
+    build.add_argument("--atlases", type=existing_dir, nargs="*", default=[],
+                       help="built atlas folders resources/atlases/<id>, in config order")
     build.add_argument("--out", type=Path, required=True, help="HTML file to write")
     build.set_defaults(func=_build)
     return run(parser, argv)

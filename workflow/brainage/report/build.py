@@ -7,11 +7,12 @@ import logging
 import os
 
 from brainage import storage
+from brainage.report.extract_qc import qc_section
 from brainage.report.figures import model_figures
 from brainage.report.inputs import load_inputs, read_cards
 from brainage.report.methods import heldout_description, methods_paragraphs
 from brainage.report.page import render_page, summary_text
-from brainage.report.tables import exclusions_table, metrics_sections, qc_table
+from brainage.report.tables import exclusions_table, metrics_sections
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +27,15 @@ def build_report(
     cards: list[str | os.PathLike],
     out: str | os.PathLike,
     fmriprep_records: list[str | os.PathLike] = (),
+    extract_qc: list[str | os.PathLike] = (),
+    atlases: list[str | os.PathLike] = (),
 ) -> None:
     """Write the HTML report of one workflow run.
 
     Parameters
     ----------
     config : dict
-        The full resolved workflow config (seed, inputs, demo, atlas, extract, dataset, models, evaluate).
+        The full resolved workflow config (seed, inputs, demo, atlases, extract, dataset, models, evaluate).
     manifest : path
         results/participants.tsv (participant_id, dataset, site, age, sex, ...; "n/a" missing).
     cohort : path
@@ -49,6 +52,13 @@ def build_report(
         The HTML file to write (atomically).
     fmriprep_records : list of path
         The fMRIPrep jobs' records (results/preprocess/.../*_fmriprep.json); none for derivative inputs.
+    extract_qc : list of path
+        The extraction QC records (results/extract/sub-*/sub-*_qc.json), included and excluded runs:
+        clean time, FD-DVARS correlations and lost regions in the QC section. None: that view is left out.
+    atlases : list of path
+        The built atlas folders (resources/atlases/<id>), in config order: their atlas.json
+        (kind, source, citation) and labels.tsv (region count) describe the atlases in the methods.
+        None: the atlases are described from the config.
 
     Raises
     ------
@@ -57,7 +67,7 @@ def build_report(
     InputDataError
         If an input lacks required columns or the inputs disagree (see :func:`load_inputs`).
     """
-    data = load_inputs(config, manifest, cohort, exclusions, metrics, predictions, cards)
+    data = load_inputs(config, manifest, cohort, exclusions, metrics, predictions, cards, extract_qc, atlases)
     n_excluded = int(data.exclusions["participant_id"].nunique())
     page = render_page(
         # The manifest's datasets: one name for local data, each downloaded dataset's for INDI.
@@ -68,9 +78,9 @@ def build_report(
         metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'"),
         exclusions_html=exclusions_table(data.exclusions),
         n_excluded=n_excluded,
-        qc_html=qc_table(data.cohort),
+        qc_html=qc_section(data.cohort, data.extract_qc, config["extract"]),
         methods=methods_paragraphs(config, data.cohort, data.cards, len(data.manifest),
-                                   read_cards(fmriprep_records, "fMRIPrep job record")),
+                                   read_cards(fmriprep_records, "fMRIPrep job record"), data.atlases),
         held_out=bool((data.predictions["set"] == "test").any()),
     )
     with storage.atomic_path(out) as tmp:

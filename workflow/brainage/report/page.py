@@ -21,6 +21,7 @@ th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; text-align: rig
 th { background: #eef1f4; } td:first-child, th:first-child { text-align: left; }
 table.exclusions td, table.exclusions th, table.qc td:nth-child(2), table.qc th:nth-child(2) { text-align: left; }
 table.exclusions { border-left: 4px solid #c0392b; }
+table.lost-regions td:nth-child(2), table.lost-regions th:nth-child(2) { text-align: left; }
 .none { color: #2e7d32; font-weight: bold; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; }
 summary { cursor: pointer; font-weight: bold; margin: 0.5rem 0; }

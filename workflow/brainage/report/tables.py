@@ -101,13 +101,16 @@ def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
             f'<h3 id="held-out-test">{heading}</h3>\n<p>{note}</p>\n{metrics_table(test)}')
 
 
-def qc_table(cohort: pd.DataFrame) -> str:
-    """Render one row per analysed subject: site, age, frames kept / total, mean FD.
+def qc_table(cohort: pd.DataFrame, clean: pd.DataFrame | None = None) -> str:
+    """Render one row per analysed subject: site, age, frames kept / total, mean FD, and clean time.
 
     Parameters
     ----------
     cohort : DataFrame
         participant_id, site, age (years), n_frames_kept, n_timepoints, mean_fd (mm).
+    clean : DataFrame, optional
+        participant_id, seconds_kept (s), fd_dvars_r, fd_dvars_r_clean (from the extraction QC
+        records; :func:`brainage.report.extract_qc.clean_qc`): adds those three columns.
 
     Returns
     -------
@@ -125,6 +128,11 @@ def qc_table(cohort: pd.DataFrame) -> str:
         ],
         "mean FD (mm)": [format_number(v, 3) for v in cohort["mean_fd"]],
     })
+    if clean is not None:
+        rows = clean.set_index("participant_id").reindex(shown["participant_id"])
+        for column, title, digits in (("seconds_kept", "clean data (s)", 0), ("fd_dvars_r", "FD-DVARS r before", 2),
+                                      ("fd_dvars_r_clean", "FD-DVARS r after", 2)):
+            shown[title] = [format_number(v, digits) for v in rows[column]]
     state = " open" if len(shown) <= QC_OPEN_MAX_ROWS else ""
     summary = f"Per-subject QC of the {len(shown)} analysed subjects"
     return f"<details{state}><summary>{html.escape(summary)}</summary>\n{html_table(shown, 'qc')}\n</details>"
