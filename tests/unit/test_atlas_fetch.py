@@ -208,7 +208,8 @@ def test_a_503_is_retried(mirror, tmp_path, monkeypatch):
 def test_retries_end_with_one_error_naming_the_attempts(mirror, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
     mirror.faults[SCHAEFER_PATH + "Schaefer2018_100Parcels_7Networks_order.txt"] = ["503"] * 3
-    with pytest.raises(DownloadError, match=r"atlas 'schaefer': cannot download .*FSLMNI152_2mm.nii.gz "
+    with pytest.raises(DownloadError, match=r"atlas 'schaefer': cannot download http://127.0.0.1:\d+/ThomasYeoLab/"
+                                            r"\S+/Schaefer2018_100Parcels_7Networks_order.txt "
                                             r"\(after 3 attempts\): HTTP 503"):
         build_atlas({"name": "schaefer", "n_rois": 100}, 0, tmp_path / "a", data_dir=tmp_path / "nd",
                     urls=mirror.urls())

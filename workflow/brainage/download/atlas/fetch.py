@@ -103,7 +103,7 @@ def with_retries(call: Callable[[], T], *, atlas: str, url: str, dataset_dir: Pa
     call : callable
         A nilearn fetcher call (``fetch_files`` or a ``fetch_atlas_*`` function).
     atlas, url : str
-        Named in the error message.
+        Named in the error message (``url`` unless the failed request names its own).
     dataset_dir : Path
         Where a rejected download's staging folder is removed (so that the next run does not
         accept it); a broken-off one is kept, and resumed.
@@ -114,10 +114,11 @@ def with_retries(call: Callable[[], T], *, atlas: str, url: str, dataset_dir: Pa
         try:
             return call()
         except requests.RequestException as err:  # before OSError: it is one
+            failed = getattr(err.request, "url", None) or url  # the file that failed, of several
             if not _transient(err) or attempt == ATTEMPTS:
-                raise DownloadError(fetch_error(atlas, url, _reason(err), attempt)) from err
+                raise DownloadError(fetch_error(atlas, failed, _reason(err), attempt)) from err
             delay = BACKOFF_S * 2 ** (attempt - 1)
-            logger.warning("atlas %s: %s: %s; trying again in %.0f s", atlas, url, _reason(err), delay)
+            logger.warning("atlas %s: %s: %s; trying again in %.1f s", atlas, failed, _reason(err), delay)
             time.sleep(delay)
         except (OSError, ValueError) as err:  # nilearn: archive lacks a file, bad checksum, unpacking failed
             _drop_staging(dataset_dir)
