@@ -243,3 +243,25 @@ def test_atlases_without_atlas_json_are_described_from_the_config():
 ])
 def test_coverage_rule(changes, expected):
     assert expected in atlases_text([{"name": "kmeans", "n_regions": 100}], extract(**changes))
+
+
+def test_atlases_built_by_the_registry_are_described(tmp_path, monkeypatch):
+    # Real atlas folders from brainage.download.atlas (offline entries), read back as the report rule passes them.
+    from brainage.download.atlas import build_atlas, validate_spec
+
+    monkeypatch.setenv("NILEARN_DATA", str(tmp_path / "nilearn"))
+    specs = [{"name": "kmeans", "n_regions": 10}, {"name": "power"}, {"name": "dosenbach"}]
+    folders = []
+    for spec in specs:
+        full = validate_spec(spec)
+        folders.append(tmp_path / full["id"])
+        build_atlas(full, 0, folders[-1], data_dir=tmp_path / "nilearn")
+    text = atlases_text(specs, EXTRACT, read_atlas_dirs(folders))
+    assert text.startswith("ROI series were computed for 3 atlases from the same cleaned data, one file per atlas: "
+                           "(1) a 10-region atlas made by k-means clustering")
+    assert "(2) the Power 2011 atlas (radius_mm=5; 264 spheres; Power JD et al. 2011, Functional network" in text
+    assert "within 5 mm of each coordinate, as nilearn's NiftiSpheresMasker; (3) the Dosenbach 2010" in text
+    assert "160 spheres; Dosenbach NUF et al. 2010" in text
+    # Dosenbach's spheres overlap at 5 mm (closest centres 8.5 mm apart), Power's do not.
+    assert text.count("(overlapping spheres share their common voxels)") == 1
+    assert text.index("overlapping") > text.index("(3) the Dosenbach")

@@ -258,7 +258,8 @@ def _signal_phrase(spec: dict, meta: dict | None) -> str:
     if kind == "spheres":
         radius = meta.get("radius_mm", (meta.get("spec") or spec).get("radius_mm"))
         within = f"within {short_number(radius)} mm of" if radius is not None else "in a sphere around"
-        return (f"the mean cleaned signal of the in-mask voxels {within} each coordinate, as nilearn's "
+        shared = " (overlapping spheres share their common voxels)" if meta.get("allow_overlap") else ""
+        return (f"the mean cleaned signal of the in-mask voxels {within} each coordinate{shared}, as nilearn's "
                 "NiftiSpheresMasker")
     return ("the mean cleaned signal of each region's in-mask voxels, the labels resampled to the BOLD grid "
             "with nearest-neighbour interpolation")
