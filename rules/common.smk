@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import brainage.demo
+import brainage.download.atlas
 import brainage.download.indi
 import brainage.models
 import brainage.participants
@@ -29,6 +30,21 @@ PARTICIPANTS = (
 )
 MODELS = config["train"]["models"]
 FOLDS = list(range(config["dataset"]["n_folds"]))
+
+
+def _atlases():
+    """The atlases by id, in config order (the first feeds the ROI models), each spec completed."""
+    specs = [brainage.download.atlas.validate_spec(spec) for spec in config["atlases"]]
+    ids = [spec["id"] for spec in specs]
+    if len(set(ids)) < len(ids):
+        raise WorkflowError(
+            f"atlases: each atlas id may appear once, got {ids}; set `id:` to tell two apart"
+        )
+    return dict(zip(ids, specs))
+
+
+ATLASES = _atlases()
+PRIMARY_ATLAS = next(iter(ATLASES))
 
 # fMRIPrep file names (23-25), with {subject} the BIDS label without "sub-".
 BOLD = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.nii.gz"
@@ -91,6 +107,7 @@ SUBJECTS = _subjects()
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
+    atlas="|".join(ATLASES),
     model="|".join(MODELS),
     fold=r"\d+",
 
@@ -121,8 +138,11 @@ def code_hash(*modules):
 
 
 def atlas_source(wildcards):
-    """The user's label image when atlas.name is "file"; nothing to read for "kmeans"."""
-    return [config["atlas"]["path"]] if config["atlas"]["name"] == "file" else []
+    """The user's label image (and label table) for a "file" atlas; nothing for the others."""
+    spec = ATLASES[wildcards.atlas]
+    if spec["name"] != "file":
+        return []
+    return [spec["path"]] + ([spec["labels"]] if spec.get("labels") else [])
 
 
 def _fetched(path):
@@ -223,7 +243,7 @@ def model_inputs(wildcards):
 def extract_inputs(wildcards):
     """The files one extraction reads: fMRIPrep-format (given, or made here from raw BIDS), or a
     downloaded PCP func_preproc + mask (already denoised: no confounds)."""
-    atlas = {"atlas": rules.atlas.output.img, "labels": rules.atlas.output.labels}
+    atlas = {"atlases": expand(rules.atlas.output[0], atlas=ATLASES)}
     if not INDI:
         files = {
             "bold": BOLD,

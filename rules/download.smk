@@ -1,4 +1,4 @@
-"""Inputs: the embedded demo cohort, INDI downloads and the atlas."""
+"""Inputs: the embedded demo cohort, INDI downloads and the atlases."""
 
 if DEMO:
 
@@ -25,24 +25,32 @@ if DEMO:
             " --threads {threads} --out-dir resources/demo > {log:q} 2>&1"
 
 
+# Atlases are fetched where the workflow is started (a cluster's login node has internet).
+localrules:
+    atlas,
+
+
 rule atlas:
-    """Build the offline default atlas (k-means parcels of the MNI152 brain mask) or check a given one."""
+    """Build one atlas of the registry into resources/atlases/<id>: fetched once (nilearn or HTTPS), or made offline."""
     input:
         atlas_source,
     output:
-        img="resources/atlas/atlas_dseg.nii.gz",
-        labels="resources/atlas/atlas_dseg.tsv",
+        directory("resources/atlases/{atlas}"),
     log:
-        "logs/atlas.log",
+        "logs/atlas/{atlas}.log",
     conda:
         "../envs/brainage.yaml"
+    # Where an atlas is downloaded from is not what it is: a mirror change reruns nothing.
+    resources:
+        urls=json.dumps(config["atlas_fetch"]["urls"], sort_keys=True),
     params:
-        cfg=config_json("atlas"),
+        spec=lambda wildcards: json.dumps(ATLASES[wildcards.atlas], sort_keys=True),
         seed=config["seed"],
-        code=code_hash("download"),
+        data_dir=config["atlas_fetch"]["data_dir"],
+        code=code_hash("download/atlas"),
     shell:
-        "python -m brainage.download atlas --params {params.cfg:q} --seed {params.seed}"
-        " --out {output.img:q} --labels-out {output.labels:q} > {log:q} 2>&1"
+        "python -m brainage.download atlas --spec {params.spec:q} --seed {params.seed}"
+        " --data-dir {params.data_dir:q} --urls {resources.urls:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
 if INDI:

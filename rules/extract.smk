@@ -1,4 +1,4 @@
-"""Per-subject extraction: denoised ROI series, downsampled volumes and QC from one read of the BOLD."""
+"""Per-subject extraction: denoised ROI series (per atlas), downsampled volumes and QC from one read of the BOLD."""
 
 
 rule extract_subject:
@@ -6,7 +6,12 @@ rule extract_subject:
     input:
         unpack(extract_inputs),
     output:
-        series="results/extract/sub-{subject}/sub-{subject}_timeseries.parquet",
+        # One ROI-series file per atlas: the first atlas's (read by the ROI models), then the others.
+        series=f"results/extract/sub-{{subject}}/sub-{{subject}}_atlas-{PRIMARY_ATLAS}_timeseries.parquet",
+        more_series=expand(
+            "results/extract/sub-{{subject}}/sub-{{subject}}_atlas-{atlas}_timeseries.parquet",
+            atlas=list(ATLASES)[1:],
+        ),
         volumes="results/extract/sub-{subject}/sub-{subject}_volumes.parquet",
         qc="results/extract/sub-{subject}/sub-{subject}_qc.json",
     log:
@@ -20,8 +25,8 @@ rule extract_subject:
     shell:
         "python -m brainage.extract subject --participant-id sub-{wildcards.subject}"
         " --bold {input.bold:q} --mask {input.mask:q} {params.confounds}"
-        " --atlas {input.atlas:q} --atlas-labels {input.labels:q} --params {params.cfg:q}"
-        " --series-out {output.series:q} --volumes-out {output.volumes:q}"
+        " --atlas {input.atlases:q} --params {params.cfg:q}"
+        " --series-out {output.series:q} {output.more_series:q} --volumes-out {output.volumes:q}"
         " --qc-out {output.qc:q} > {log:q} 2>&1"
 
 

@@ -68,7 +68,7 @@ def bad_run(tmp_path_factory):
     config = {
         "inputs": {"source": "fmriprep", "derivatives": str(src / "derivatives"),
                    "participants": str(src / "participants.tsv"), "dataset": "study", "res": "8"},
-        "atlas": {"n_regions": 20},
+        "atlases": [{"name": "kmeans", "n_regions": 20}],
         "extract": {"volume_voxel_size": 16},
         "dataset": {"n_folds": 3},
         "train": {"models": ["dummy", "connectome_ridge"]},

@@ -12,11 +12,12 @@ pytestmark = pytest.mark.e2e
 
 EXPECTED_OUTPUTS = [
     "resources/demo/participants.tsv",
-    "resources/atlas/atlas_dseg.nii.gz",
-    "resources/atlas/atlas_dseg.tsv",
+    "resources/atlases/kmeans100/atlas.json",
+    "resources/atlases/kmeans100/atlas.nii.gz",
+    "resources/atlases/kmeans100/labels.tsv",
     "results/participants.tsv",
     "results/participants_exclusions.tsv",
-    "results/extract/sub-001/sub-001_timeseries.parquet",
+    "results/extract/sub-001/sub-001_atlas-kmeans100_timeseries.parquet",
     "results/extract/sub-001/sub-001_volumes.parquet",
     "results/extract/sub-001/sub-001_qc.json",
     "results/dataset/cohort.parquet",

@@ -58,8 +58,8 @@ def _config(url, license_path, **preprocess):
         "preprocess": {"fs_license": str(license_path) if license_path else None,
                        "templateflow": {"endpoint_url": url, "templates": ["OASIS30ANTs"], "resolutions": [1]},
                        **preprocess},
-        "atlas": {"n_regions": 20},
-        "extract": {"min_frames": 20},
+        "atlases": [{"name": "kmeans", "n_regions": 20}],
+        "extract": {"min_frames": 20, "min_seconds": 30},
         "dataset": {"n_folds": 2},
         "train": {"models": ["dummy", "connectome_ridge"]},
         # Stricter than the default 0.55 mm, so that a subject planted at 0.4 mm (most of its frames

@@ -126,7 +126,8 @@ def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_roo
     config["datasets"] = [{"name": "abide_pcp", "derivative": "func_preproc", "sites": ["CMU", "OHSU"],
                            "max_subjects": 16}]
     config["dataset"] = {"n_folds": 2}
-    config["atlas"] = {"name": "file", "path": str(shared_data.parent / "data/abide_pcp_atlases/CC200.nii.gz")}
+    config["atlases"] = [{"name": "file", "id": "cc200",
+                          "path": str(shared_data.parent / "data/abide_pcp_atlases/CC200.nii.gz")}]
     config["extract"] = {"strategy": [], "high_pass": None, "low_pass": None, "volume_voxel_size": 6}
     config["train"] = {"models": ["dummy", "cnn_rnn"]}
     config["models"] = {"cnn_rnn": {"channels": [4], "hidden": 8, "window": 8, "epochs": 2, "batch_size": 4}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,35 @@ MOTION_WEIGHT = 4.0
 
 
 def extract_params(**overrides) -> dict:
-    """The ``extract`` section of config/config.yaml, with overrides."""
+    """The ``extract`` section of config/config.yaml, with overrides.
+
+    ``on_region_loss`` is "warn" and ``min_region_coverage`` 0.25 unless overridden: the
+    synthetic subject's label table lists a region without voxels (``roi_009``), and its octants
+    lie 27/64 inside the mask (the mask leaves out a one-voxel border).
+    """
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    return {**config["extract"], **overrides}
+    return {**config["extract"], "on_region_loss": "warn", "min_region_coverage": 0.25, **overrides}
+
+
+def custom_params(strategy: list[str], *, motion: str = "full", wm_csf: str = "basic", **overrides) -> dict:
+    """``extract_params`` with ``denoise: custom`` and these confound groups (censoring: ``scrub``)."""
+    base = extract_params()
+    return extract_params(denoise="custom", custom=base["custom"] | {"strategy": strategy, "motion": motion,
+                                                                       "wm_csf": wm_csf}, **overrides)
+
+
+def write_atlas_dir(folder: Path, image: Path | None, labels: pd.DataFrame, kind: str = "labels",
+                    **meta) -> Path:
+    """An atlas folder as ``python -m brainage.download atlas`` writes it (atlas.json, labels.tsv, image)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if image is not None:
+        shutil.copyfile(image, folder / "atlas.nii.gz")
+    labels.to_csv(folder / "labels.tsv", sep="\t", index=False)
+    (folder / "atlas.json").write_text(json.dumps({
+        "id": folder.name, "name": "file", "kind": kind, "image": None if image is None else "atlas.nii.gz",
+        "radius_mm": None, "allow_overlap": False, "space": "MNI152NLin2009cAsym", "source": "test",
+        "citation": "test", "spec": {"name": "file"}} | meta))
+    return folder
 
 
 @dataclass
@@ -41,6 +68,14 @@ class Subject:
     atlas: Path
     atlas_labels: Path
     truth: dict = field(default_factory=dict)
+
+    @property
+    def atlas_dir(self) -> Path:
+        """The atlas as a folder (what extraction reads), built once beside the label image."""
+        folder = self.atlas.parent / "octants"
+        if not folder.is_dir():
+            write_atlas_dir(folder, self.atlas, pd.read_csv(self.atlas_labels, sep="\t"))
+        return folder
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, tr: float, scale: float) -> np.ndarray:
@@ -174,7 +209,7 @@ def outputs(root: Path) -> dict:
     """Output paths for one extract_subject call."""
     out = root / "out"
     return {
-        "series_out": out / "sub-01_timeseries.parquet",
+        "series_out": [out / "sub-01_timeseries.parquet"],
         "volumes_out": out / "sub-01_volumes.parquet",
         "qc_out": out / "sub-01_qc.json",
     }

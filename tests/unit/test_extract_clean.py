@@ -1,12 +1,10 @@
-"""Tests for brainage.extract.clean: the cleaning operator, group means, standardisation, and
-the ROI series against nilearn's NiftiLabelsMasker."""
-
-import logging
+"""Tests for brainage.extract.clean: the cleaning operator, standardisation, and the ROI series
+against nilearn's NiftiLabelsMasker."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from extract_fixtures import PLANT_FREQ_HZ, extract_params, make_subject, outputs
+from extract_fixtures import PLANT_FREQ_HZ, custom_params, extract_params, make_subject, outputs
 from nilearn.image import index_img
 from nilearn.interfaces.fmriprep import load_confounds
 from nilearn.maskers import NiftiLabelsMasker
@@ -14,12 +12,7 @@ from nilearn.signal import clean
 
 from brainage import storage
 from brainage.extract import extract_subject
-from brainage.extract.clean import (
-    clean_voxels,
-    group_means,
-    region_series,
-    standardize_series,
-)
+from brainage.extract.clean import clean_signals, standardize_series
 from brainage.extract.params import ExtractParams
 
 TR = 2.0
@@ -45,7 +38,7 @@ def _random_problem(n=100, n_voxels=20, seed=0):
         (None, 0.1, None),
     ],
 )
-def test_clean_voxels_equals_nilearn_clean(high_pass, low_pass, sample_mask):
+def test_clean_signals_equals_nilearn_clean(high_pass, low_pass, sample_mask):
     voxels, confounds = _random_problem()
     params = _params(high_pass=high_pass, low_pass=low_pass)
     filtering = high_pass is not None or low_pass is not None
@@ -54,7 +47,7 @@ def test_clean_voxels_equals_nilearn_clean(high_pass, low_pass, sample_mask):
         standardize_confounds=True, filter="butterworth" if filtering else False,
         low_pass=low_pass, high_pass=high_pass, t_r=TR, extrapolate=False,
     )
-    got = clean_voxels(voxels, confounds, sample_mask, TR, params)
+    got = clean_signals(voxels, confounds, sample_mask, TR, params)
     n_kept = 100 if sample_mask is None else sample_mask.size
     assert got.shape == (n_kept, 20)
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())
@@ -68,7 +61,7 @@ def test_censoring_at_both_ends_keeps_the_right_frames():
     voxels[:3] += 1e4
     voxels[97:] -= 1e4
     kept = np.arange(3, 97)
-    got = clean_voxels(voxels, confounds, kept, TR, _params())
+    got = clean_signals(voxels, confounds, kept, TR, _params())
     expected = clean(
         voxels[3:97], detrend=True, standardize=None, confounds=confounds.to_numpy()[3:97],
         standardize_confounds=True, low_pass=0.1, high_pass=0.01, t_r=TR,
@@ -84,28 +77,10 @@ def test_censored_spikes_do_not_leak_through_the_filter():
     spiky[[10, 89]] = 1000.0
     kept = np.setdiff1d(np.arange(100), [10, 89])
     params = _params()
-    got = clean_voxels(spiky, None, kept, TR, params)
-    reference = clean_voxels(smooth, None, kept, TR, params)
+    got = clean_signals(spiky, None, kept, TR, params)
+    reference = clean_signals(smooth, None, kept, TR, params)
     assert np.abs(got).max() < 2
     np.testing.assert_allclose(got, reference, atol=0.02)
-
-
-def test_group_means_hand_computed():
-    signals = np.array([[1.0, 3.0, 10.0, 99.0, 20.0], [2.0, 4.0, 0.0, 99.0, 4.0]])
-    groups = np.array([0, 0, 1, -1, 1])
-    means, counts = group_means(signals, groups, 3)
-    np.testing.assert_allclose(means, [[2.0, 15.0, 0.0], [3.0, 2.0, 0.0]])
-    np.testing.assert_array_equal(counts, [2, 2, 0])
-
-
-def test_region_series_missing_and_unlisted_labels(caplog):
-    cleaned = np.array([[1.0, 2.0, 4.0, 8.0], [0.0, 2.0, 2.0, 9.0]])
-    voxel_labels = np.array([5, 5, 2, 7])  # label 7 is not in the table
-    with caplog.at_level(logging.WARNING):
-        series, present = region_series(cleaned, voxel_labels, np.array([2, 3, 5]))
-    np.testing.assert_allclose(series, [[4.0, 0.0, 1.5], [2.0, 0.0, 1.0]])
-    np.testing.assert_array_equal(present, [True, False, True])
-    assert "atlas labels [7] are not in the label table" in caplog.text
 
 
 def test_standardize_series_zscore_psc_none():
@@ -121,9 +96,9 @@ def test_standardize_series_zscore_psc_none():
 def test_planted_sinusoid_survives_and_motion_is_removed(tmp_path):
     subject = make_subject(tmp_path)
     out = outputs(tmp_path)
-    extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
-                    extract_params(motion="basic"), **out)
-    series = storage.read_timeseries(out["series_out"])
+    extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
+                    custom_params(["motion", "wm_csf", "high_pass"], motion="basic"), **out)
+    series = storage.read_timeseries(out["series_out"][0])
     kept = np.asarray(series.metadata["frames"])
     planted, trans_x = subject.truth["planted"][kept], subject.truth["trans_x"][kept]
     raw_region2 = subject.truth["data"][(subject.truth["atlas"] == 2) & subject.truth["brain"]].mean(axis=0)
@@ -144,23 +119,19 @@ def _masker_reference(subject, params, img=None, confounds=None, sample_mask=Non
 
 
 def _load_confounds(subject, params):
-    return load_confounds(
-        str(subject.bold), strategy=params["strategy"], motion=params["motion"], wm_csf=params["wm_csf"],
-        scrub=params["scrub_min_segment"], fd_threshold=params["fd_threshold"],
-        std_dvars_threshold=params["std_dvars_threshold"], demean=True,
-    )
+    return load_confounds(str(subject.bold), demean=True, **ExtractParams.from_dict(params).confounds)
 
 
-@pytest.mark.parametrize("strategy", [["motion", "wm_csf", "high_pass", "scrub"], ["motion", "wm_csf"]])
-def test_series_equal_nilearn_labels_masker(tmp_path, strategy):
+@pytest.mark.parametrize("scrub", [True, False])
+def test_series_equal_nilearn_labels_masker(tmp_path, scrub):
     subject = make_subject(tmp_path, fd_spikes={30: 0.9, 33: 0.8}, non_steady=(0,))
-    params = extract_params(strategy=strategy)
+    params = custom_params(["motion", "wm_csf", "high_pass"], scrub=scrub)
     out = outputs(tmp_path)
-    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels, params, **out)
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir], params, **out)
     confounds, sample_mask = _load_confounds(subject, params)
     expected = _masker_reference(subject, params, confounds=confounds, sample_mask=sample_mask)
-    got = storage.read_timeseries(out["series_out"]).data
-    assert qc["n_frames_kept"] == (95 if "scrub" in strategy else 99)
+    got = storage.read_timeseries(out["series_out"][0]).data
+    assert qc["n_frames_kept"] == (95 if scrub else 99)
     assert expected.shape == (qc["n_frames_kept"], 8)  # the masker drops the empty roi_009
     np.testing.assert_allclose(got[:, :8], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     np.testing.assert_array_equal(got[:, 8], 0.0)
@@ -171,12 +142,12 @@ def test_series_with_both_ends_censored_equal_masker_on_kept_span(tmp_path):
     subject = make_subject(tmp_path, non_steady=(0, 1), fd_spikes={97: 2.0})
     params = extract_params()
     out = outputs(tmp_path)
-    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels, params, **out)
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir], params, **out)
     confounds, sample_mask = _load_confounds(subject, params)
     np.testing.assert_array_equal(sample_mask, np.arange(2, 97))
     expected = _masker_reference(subject, params, img=index_img(str(subject.bold), slice(2, 97)),
                                  confounds=confounds.iloc[2:97])
-    got = storage.read_timeseries(out["series_out"]).data
+    got = storage.read_timeseries(out["series_out"][0]).data
     assert qc["n_frames_kept"] == 95
     np.testing.assert_allclose(got[:, :8], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -184,11 +155,11 @@ def test_series_with_both_ends_censored_equal_masker_on_kept_span(tmp_path):
 @pytest.mark.parametrize("standardize", [False, "psc"])
 def test_series_standardize_option_matches_masker(tmp_path, standardize):
     subject = make_subject(tmp_path, n=60)
-    params = extract_params(strategy=["motion", "wm_csf"], standardize=standardize, min_frames=20)
+    params = custom_params(["motion", "wm_csf"], scrub=False, standardize=standardize, min_frames=20)
     out = outputs(tmp_path)
-    extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels, params, **out)
+    extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir], params, **out)
     confounds, _ = _load_confounds(subject, params)
     expected = _masker_reference(subject, params, confounds=confounds)
-    got = storage.read_timeseries(out["series_out"]).data[:, :8]
+    got = storage.read_timeseries(out["series_out"][0]).data[:, :8]
     assert not np.allclose(got.std(axis=0, ddof=1), 1.0, rtol=0.05)  # not z-scored
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -4,8 +4,9 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
-from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
+from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold, write_atlas_dir
 
 from brainage.errors import InputDataError
 from brainage.extract import extract_subject
@@ -14,9 +15,7 @@ from brainage.extract.inputs import (
     check_confounds_file,
     find_confounds_file,
     load_atlas,
-    load_bold,
     load_mask,
-    masked_voxels,
     read_atlas_labels,
     read_repetition_time,
     sidecar_path,
@@ -52,33 +51,8 @@ def test_repetition_time_errors(subject, content, match):
         read_repetition_time(subject.bold)
 
 
-def test_load_bold_4d_float32(subject):
-    img, data = load_bold(subject.bold)
-    assert data.shape == (8, 8, 8, 40) and data.dtype == np.float32
-    np.testing.assert_allclose(data, subject.truth["data"], rtol=1e-6)
-
-
-def test_load_bold_rejects_3d(subject):
-    rewrite_bold(subject, subject.truth["data"][..., 0])
-    with pytest.raises(InputDataError, match=r"desc-preproc_bold.nii.gz: expected a 4D image, found shape \(8, 8, 8\)"):
-        load_bold(subject.bold)
-
-
-def test_masked_voxels_and_non_finite(subject):
-    img, data = load_bold(subject.bold)
-    _, brain = load_mask(subject.mask, img)
-    voxels = masked_voxels(data, brain, subject.bold)
-    assert voxels.shape == (40, 6**3)
-    np.testing.assert_array_equal(voxels[:, 0], data[1, 1, 1])  # first in-mask voxel, C order
-    data[2, 2, 2, 5] = np.nan
-    data[3, 3, 3, 0] = np.inf
-    data[0, 0, 0, :] = np.nan  # outside the mask: ignored
-    with pytest.raises(InputDataError, match=r"desc-preproc_bold.nii.gz: 2 non-finite values \(NaN/inf\) inside"):
-        masked_voxels(data, brain, subject.bold)
-
-
 def test_mask_must_match_bold_grid(subject, tmp_path):
-    img, _ = load_bold(subject.bold)
+    img = nib.load(subject.bold)
     shifted = tmp_path / "mask_shifted.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.diag([4.0, 4, 4, 1])), shifted)
     with pytest.raises(InputDataError, match=r"mask_shifted.nii.gz: expected a 3D mask on the BOLD grid"):
@@ -169,7 +143,9 @@ def test_cc200_3mm_atlas_on_2mm_grid(tmp_path, shared_data):
 def test_cc200_missing_regions_reported(tmp_path, shared_data):
     subject, cc200, labels = _cc200_subject(tmp_path, shared_data)
     out = outputs(tmp_path)
-    qc = extract_subject("sub-01", subject.bold, subject.mask, cc200, labels, extract_params(volume_voxel_size=4), **out)
+    folder = write_atlas_dir(tmp_path / "cc200", cc200, pd.read_csv(labels, sep="\t"))
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [folder], extract_params(volume_voxel_size=4,
+                         min_frames=10, min_seconds=60), **out)
     on_grid = atlas_on_grid(load_atlas(cc200), nib.load(subject.mask))
     present = set(np.unique(on_grid[subject.truth["brain"]]).tolist()) - {0}
     assert 0 < len(present) < 200

@@ -2,12 +2,13 @@
 
 import json
 import logging
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from extract_fixtures import extract_params, make_subject, outputs
+from extract_fixtures import extract_params, make_subject, outputs, write_atlas_dir
 from nilearn.signal import clean
 from pcp_volumes import (
     CROP_SHAPE,
@@ -87,21 +88,21 @@ def pcp(tmp_path):
     x = voxel_coords()[..., 0]
     atlas = tmp_path / "hemispheres.nii.gz"
     nib.save(nib.Nifti1Image(np.where(x < 0, 1, np.where(x > 0, 2, 0)).astype(np.int16), crop_affine()), atlas)
-    labels = tmp_path / "hemispheres.tsv"
-    labels.write_text("index\tname\n1\tleft\n2\tright\n")
-    return bold, mask, atlas, labels
+    folder = write_atlas_dir(tmp_path / "hemispheres", atlas,
+                             pd.DataFrame({"index": [1, 2], "name": ["left", "right"]}))
+    return bold, mask, [folder]
 
 
-def _cli(bold, mask, atlas, labels, out, params, confounds=None):
+def _cli(bold, mask, atlases, out, params, confounds=None):
     args = ["subject", "--participant-id", "sub-01", "--bold", str(bold), "--mask", str(mask),
-            "--atlas", str(atlas), "--atlas-labels", str(labels), "--params", json.dumps(params),
-            "--series-out", str(out["series_out"]), "--volumes-out", str(out["volumes_out"]),
+            "--atlas", *map(str, atlases), "--params", json.dumps(params),
+            "--series-out", *map(str, out["series_out"]), "--volumes-out", str(out["volumes_out"]),
             "--qc-out", str(out["qc_out"])]
     return args + (["--confounds", str(confounds)] if confounds else [])
 
 
 def test_pcp_subject_without_confounds_keeps_in_band_sinusoid(pcp, tmp_path, capsys):
-    bold, mask, atlas, labels = pcp
+    bold, mask, atlases = pcp
     img = nib.load(bold)
     data = img.get_fdata(dtype=np.float32)
     brain, x = brain_mask(), voxel_coords()[..., 0]
@@ -112,7 +113,7 @@ def test_pcp_subject_without_confounds_keeps_in_band_sinusoid(pcp, tmp_path, cap
     nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
     out = outputs(tmp_path)
     params = extract_params(**PCP_PARAMS)
-    assert main(_cli(bold, mask, atlas, labels, out, params)) == 0
+    assert main(_cli(bold, mask, atlases, out, params)) == 0
 
     qc = storage.read_json(out["qc_out"])
     assert qc["status"] == "included" and qc["confounds"] == "none" and qc["strategy"] == []
@@ -121,7 +122,7 @@ def test_pcp_subject_without_confounds_keeps_in_band_sinusoid(pcp, tmp_path, cap
     assert qc["tr"] == TR and qc["tr_source"] == "header"
     assert qc["n_timepoints"] == qc["n_frames_kept"] == 60 and qc["missing_regions"] == []
     assert qc["volume_shape"] == [8, 7, 6]
-    series = storage.read_timeseries(out["series_out"])
+    series = storage.read_timeseries(out["series_out"][0])
     assert series.data.shape == (60, 2) and series.labels == ["left", "right"]
     assert np.corrcoef(series.data[:, 0], in_band)[0, 1] > 0.95  # the planted ~1.5 % signal stays too
     assert abs(np.corrcoef(series.data[:, 1], out_band)[0, 1]) < 0.05
@@ -132,8 +133,7 @@ def test_pcp_subject_without_confounds_keeps_in_band_sinusoid(pcp, tmp_path, cap
         np.testing.assert_allclose(series.data[:, column], expected, atol=2e-4)
     meta = series.metadata
     assert meta["confounds"] == "none" and meta["tr_source"] == "header" and meta["frames"] == list(range(60))
-    assert meta["sources"] == {"bold": bold.name, "mask": mask.name, "atlas": atlas.name,
-                               "atlas_labels": labels.name}
+    assert meta["sources"] == {"bold": bold.name, "mask": mask.name} and meta["atlas"] == "hemispheres"
     vols = storage.read_volumes(out["volumes_out"])
     assert vols.data.shape == (60, qc["n_volume_voxels"]) and vols.mask.shape == (8, 7, 6)
     err = capsys.readouterr().err.splitlines()
@@ -146,8 +146,9 @@ def test_pcp_too_few_frames_is_excluded(pcp, tmp_path):
     qc = extract_subject("sub-01", *pcp, extract_params(**PCP_PARAMS, min_frames=61), **out, denoised=True)
     assert qc["status"] == "excluded" and qc["confounds"] == "none"
     assert qc["reason"].endswith(
-        f"{FILE_ID}_func_preproc.nii.gz: 60 frames (no censoring: already denoised), need 61 (extract.min_frames)")
-    assert storage.read_timeseries(out["series_out"]).data.shape == (0, 2)
+        f"{FILE_ID}_func_preproc.nii.gz: 60 frames = 120 s at TR 2 s (no censoring: already denoised); need 61 "
+        "frames (extract.min_frames) and 100 s (extract.min_seconds)")
+    assert storage.read_timeseries(out["series_out"][0]).data.shape == (0, 2)
 
 
 def test_pcp_without_tr_is_excluded(pcp, tmp_path):
@@ -166,25 +167,25 @@ def test_pcp_without_tr_is_excluded(pcp, tmp_path):
 def test_denoised_wiring_errors(tmp_path, pcp):
     subject = make_subject(tmp_path / "fmriprep", n=40)
     out = outputs(tmp_path)
-    args = (subject.bold, subject.mask, subject.atlas, subject.atlas_labels, extract_params(min_frames=10))
+    args = (subject.bold, subject.mask, [subject.atlas_dir], extract_params(min_frames=10))
     with pytest.raises(ValueError, match=r"confounds .*timeseries.tsv given for an already denoised BOLD"):
         extract_subject("sub-01", *args, **out, confounds=subject.confounds, denoised=True)
     # An fMRIPrep BOLD without --confounds would skip its denoising: the job fails instead.
     with pytest.raises(ValueError, match=r"preproc_bold.nii.gz is treated as already denoised .* the fMRIPrep "
                        r"confounds file sub-01_task-rest_desc-confounds_timeseries.tsv lies beside it"):
         extract_subject("sub-01", *args, **out, denoised=True)
-    assert main(_cli(*args[:4], out, args[4])) == 1
+    assert main(_cli(*args[:3], out, args[3])) == 1
     assert not out["qc_out"].exists()
 
 
 def test_fmriprep_qc_names_confounds_and_tr_source(tmp_path):
     subject = make_subject(tmp_path, n=40)
     out = outputs(tmp_path)
-    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
-                         extract_params(min_frames=10), **out, confounds=subject.confounds)
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
+                         extract_params(min_frames=10, min_seconds=60), **out, confounds=subject.confounds)
     assert qc["confounds"] == subject.confounds.name and qc["tr_source"] == "sidecar"
-    assert qc["strategy"] == extract_params()["strategy"] and qc["mean_fd"] > 0
-    assert storage.read_timeseries(out["series_out"]).metadata["confounds"] == subject.confounds.name
+    assert qc["strategy"] == ["motion", "wm_csf", "high_pass", "scrub"] and qc["mean_fd"] > 0
+    assert storage.read_timeseries(out["series_out"][0]).metadata["confounds"] == subject.confounds.name
 
 
 def test_crop_lies_on_the_pcp_atlas_lattice(tmp_path, shared_data):
@@ -205,10 +206,12 @@ def test_planted_age_effect_survives_extraction(tmp_path, pcp):
     write_pcp_func(tmp_path / "bucket", cohort, seed=7)
     coupling, amplitude = [], []
     for file_id in cohort["file_id"]:
-        out = {k: tmp_path / file_id / p.name for k, p in outputs(tmp_path).items()}
+        out = {k: tmp_path / file_id / Path(p[0] if isinstance(p, list) else p).name
+               for k, p in outputs(tmp_path).items()}
+        out["series_out"] = [out["series_out"]]
         extract_subject(file_id, *pcp_paths(tmp_path / "bucket", file_id), *pcp[2:],
                         extract_params(**PCP_PARAMS), **out, denoised=True)
-        series = storage.read_timeseries(out["series_out"]).data
+        series = storage.read_timeseries(out["series_out"][0]).data
         coupling.append(np.corrcoef(series[:, 0], series[:, 1])[0, 1])
         vols = storage.read_volumes(out["volumes_out"])
         y = nib.affines.apply_affine(vols.affine, np.argwhere(vols.mask))[:, 1]

@@ -17,9 +17,9 @@ from brainage.extract.params import ExtractParams
 def _cli_args(subject, out, params, confounds=None):
     return [
         "subject", "--participant-id", "sub-01", "--bold", str(subject.bold), "--mask", str(subject.mask),
-        "--confounds", str(confounds or subject.confounds), "--atlas", str(subject.atlas),
-        "--atlas-labels", str(subject.atlas_labels), "--params", json.dumps(params),
-        "--series-out", str(out["series_out"]), "--volumes-out", str(out["volumes_out"]),
+        "--confounds", str(confounds or subject.confounds), "--atlas", str(subject.atlas_dir),
+        "--params", json.dumps(params), "--series-out", *map(str, out["series_out"]),
+        "--volumes-out", str(out["volumes_out"]),
         "--qc-out", str(out["qc_out"]),
     ]
 
@@ -41,10 +41,16 @@ def test_cli_end_to_end(tmp_path):
     assert qc["mean_std_dvars"] == pytest.approx(conf["std_dvars"].mean())
     assert qc["mean_dvars"] == pytest.approx(20 * qc["mean_std_dvars"])  # the fixture's dvars = 20 x std_dvars
     assert qc["n_regions"] == 9 and qc["missing_regions"] == ["roi_009"]
-    assert qc["volume_shape"] == [4, 4, 4] and qc["strategy"] == params["strategy"]
+    assert qc["volume_shape"] == [4, 4, 4] and qc["denoise"] == "simple"
+    assert qc["strategy"] == ["motion", "wm_csf", "high_pass", "scrub"]
+    assert qc["seconds_kept"] == 198.0  # 99 frames x TR 2 s
+    assert qc["fd_dvars_r"] == pytest.approx(conf["framewise_displacement"].corr(conf["dvars"]))
+    assert -1 <= qc["fd_dvars_r_clean"] <= 1
+    assert qc["atlases"] == {"octants": {"kind": "labels", "n_regions": 9, "lost_regions": ["roi_009"],
+                                         "lost_coverage": [0.0], "min_coverage": 0.0}}
     assert qc["bold"] == subject.bold.name
 
-    series = storage.read_timeseries(out["series_out"])
+    series = storage.read_timeseries(out["series_out"][0])
     assert series.participant_id == "sub-01" and series.data.shape == (99, 9)
     assert series.labels == [f"roi_{i:03d}" for i in range(1, 10)]
     np.testing.assert_allclose(series.data[:, :8].std(axis=0, ddof=1), 1.0, rtol=1e-4)
@@ -53,8 +59,10 @@ def test_cli_end_to_end(tmp_path):
     assert meta["params"] == params and meta["tr"] == 2.0 and meta["package_version"] == __version__
     assert meta["sources"] == {
         "bold": subject.bold.name, "mask": subject.mask.name, "confounds": subject.confounds.name,
-        "atlas": subject.atlas.name, "atlas_labels": subject.atlas_labels.name,
     }
+    assert meta["atlas"] == "octants" and meta["atlas_kind"] == "labels"
+    # Octants of a 4-voxel-wide grid half inside a mask without its border: 27 of 64 voxels.
+    assert meta["region_coverage"] == [round(27 / 64, 4)] * 8 + [0.0]
     vols = storage.read_volumes(out["volumes_out"])
     assert vols.data.shape == (99, qc["n_volume_voxels"])
     assert vols.metadata["frames"] == meta["frames"]
@@ -78,13 +86,15 @@ BAD_INPUTS = {
     "sidecar without RepetitionTime": (
         _no_tr, {}, r"_desc-preproc_bold.json: expected a positive number under 'RepetitionTime'"),
     "3D BOLD": (_three_d, {}, r"_desc-preproc_bold.nii.gz: expected a 4D image, found shape \(8, 8, 8\)"),
-    "NaNs in the mask": (_nans, {}, r"_desc-preproc_bold.nii.gz: 4 non-finite values"),
+    "NaNs in the mask": (_nans, {}, r"_desc-preproc_bold.nii.gz: non-finite values \(NaN/inf\) inside the brain "
+                         r"mask, in \d+ of \d+ region/volume signals and 4 of 100 frames"),
     "too few frames": (
         None, {"fd_spikes": {k: 1.0 for k in range(1, 100, 4)}},
         r"_desc-confounds_timeseries.tsv: 0 of 100 frames left after censoring \(FD > 0.5 mm"),
     "confounds missing columns": (
         None, {"edit_confounds": lambda c: c.drop(columns=["white_matter", "csf"])},
-        r"_desc-confounds_timeseries.tsv: cannot select confounds .*wm_csf"),
+        r"_desc-confounds_timeseries.tsv: cannot select the confounds of extract.denoise 'simple' "
+        r"\(motion=full, wm_csf=basic, high_pass\)"),
     "confounds without FD": (
         None, {"edit_confounds": lambda c: c.drop(columns=["framewise_displacement"])},
         r"_desc-confounds_timeseries.tsv: expected a 'framewise_displacement' column"),
@@ -105,7 +115,7 @@ def test_bad_input_is_excluded_with_empty_outputs(tmp_path, capsys, case):
     assert re.search(match, qc["reason"])
     errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "sub-01 excluded: " + qc["reason"] in errors[0]
-    series = storage.read_timeseries(out["series_out"])
+    series = storage.read_timeseries(out["series_out"][0])
     assert series.data.shape == (0, 9) and series.labels[0] == "roi_001"
     assert series.metadata["status"] == "excluded" and series.metadata["reason"] == qc["reason"]
     vols = storage.read_volumes(out["volumes_out"])
@@ -114,7 +124,7 @@ def test_bad_input_is_excluded_with_empty_outputs(tmp_path, capsys, case):
 
 def test_excluded_qc_keeps_what_was_known(tmp_path):
     subject = make_subject(tmp_path, fd_spikes={k: 1.0 for k in range(1, 100, 4)})
-    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
                          extract_params(), **outputs(tmp_path))
     assert qc["status"] == "excluded" and qc["tr"] == 2.0 and qc["n_timepoints"] == 100
     assert qc["max_fd"] == pytest.approx(1.0) and qc["n_frames_kept"] is None
@@ -123,11 +133,11 @@ def test_excluded_qc_keeps_what_was_known(tmp_path):
 def test_config_problems_fail_the_job(tmp_path):
     subject = make_subject(tmp_path, n=40)
     out = outputs(tmp_path)
-    with pytest.raises(ConfigError, match=r"extract.volume_voxel_size=6 mm .*found BOLD voxel size \(4.0, 4.0, 4.0\)"):
-        extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
-                        extract_params(volume_voxel_size=6, min_frames=10), **out)
+    with pytest.raises(ConfigError, match=r"extract.volume_voxel_size=2 mm is finer than the BOLD voxels \(4.0, 4.0, 4.0\)"):
+        extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
+                        extract_params(volume_voxel_size=2, min_frames=10), **out)
     assert not out["qc_out"].exists()
-    assert main(_cli_args(subject, out, extract_params(volume_voxel_size=6))) == 1
+    assert main(_cli_args(subject, out, extract_params(volume_voxel_size=2))) == 1
     assert main(_cli_args(subject, out, {**extract_params(), "bogus": 1})) == 1
     assert not out["qc_out"].exists()
 
@@ -135,8 +145,8 @@ def test_config_problems_fail_the_job(tmp_path):
 def test_bad_atlas_table_fails_the_job(tmp_path):
     subject = make_subject(tmp_path, n=40)
     subject.atlas_labels.write_text("label\tname\n1\troi_001\n")
-    with pytest.raises(InputDataError, match=r"octants.tsv: expected columns 'index' and 'name'"):
-        extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels,
+    with pytest.raises(InputDataError, match=r"octants/labels.tsv: expected columns 'index' and 'name'"):
+        extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
                         extract_params(), **outputs(tmp_path))
 
 

@@ -1,4 +1,4 @@
-"""Tests for brainage.extract.volumes: block averaging, coarse mask rule, affine, factor, z-score."""
+"""Tests for brainage.extract.volumes: the block-averaging operator, coarse mask rule, affine, factor, scaling."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,18 @@ from extract_fixtures import extract_params, make_subject, outputs
 from brainage import storage
 from brainage.errors import ConfigError
 from brainage.extract import extract_subject
-from brainage.extract.clean import clean_voxels
+from brainage.extract.clean import clean_signals
 from brainage.extract.confounds import select_confounds
 from brainage.extract.params import ExtractParams
-from brainage.extract.volumes import block_average, block_factor, coarse_affine, scale_frames
+from brainage.extract.volumes import block_operator, block_ratio, coarse_affine, scale_frames
+
+
+def block_average(cleaned, brain, affine, factor):
+    """Apply the block operator to in-mask voxels given in C order (as ``data[brain]``)."""
+    weights, mask, coarse = block_operator(brain, affine, factor)
+    full = np.zeros(brain.shape + (cleaned.shape[0],))
+    full[brain] = cleaned.T
+    return full.reshape(-1, cleaned.shape[0], order="F").T @ weights, mask, coarse
 
 
 def test_block_average_hand_computed():
@@ -52,23 +60,32 @@ def test_coarse_affine_centres_blocks():
     np.testing.assert_allclose(coarse_affine(flipped, 3)[:3, 3], [90.0, -126.0, -69.0])
 
 
-@pytest.mark.parametrize(("voxel", "target", "factor"), [((4.0, 4, 4), 8, 2), ((2.0, 2, 2), 8, 4), ((3, 3, 3), 3, 1)])
-def test_block_factor(voxel, target, factor):
-    assert block_factor(voxel, target) == factor
+@pytest.mark.parametrize(("voxel", "target", "ratio"), [
+    ((4.0, 4, 4), 8, [2, 2, 2]), ((2.0, 2, 2), 8, [4, 4, 4]), ((3, 3, 3), 3, [1, 1, 1]),
+    ((3.0, 3, 3), 4, [4 / 3] * 3), ((2.0, 2, 2.5), 5, [2.5, 2.5, 2]), ((1.9999, 2, 2), 4, [2, 2, 2]),
+])
+def test_block_ratio(voxel, target, ratio):
+    np.testing.assert_allclose(block_ratio(np.diag([*voxel, 1.0]), target), ratio)
 
 
-@pytest.mark.parametrize(
-    ("voxel", "target", "match"),
-    [
-        ((3.0, 3, 3), 8, r"extract.volume_voxel_size=8 mm .* found BOLD voxel size \(3.0, 3.0, 3.0\) mm, "
-                         r"allowed values: 3, 6, 9, 12"),
-        ((4.0, 4, 4), 2, r"extract.volume_voxel_size=2 mm .* allowed values: 4, 8, 12, 16"),
-        ((2.0, 2, 2.5), 8, r"extract.volume_voxel_size=8 mm must be a whole multiple of the isotropic"),
-    ],
-)
-def test_block_factor_errors(voxel, target, match):
-    with pytest.raises(ConfigError, match=match):
-        block_factor(voxel, target)
+def test_block_ratio_refuses_upsampling():
+    with pytest.raises(ConfigError, match=r"extract.volume_voxel_size=2 mm is finer than the BOLD voxels "
+                       r"\(4.0, 4.0, 4.0\) mm; the volumes are downsampled, never upsampled"):
+        block_ratio(np.diag([4.0, 4, 4, 1]), 2)
+
+
+def test_fractional_blocks_hand_computed():
+    # 3 mm voxels in x, 4 mm target: ratio 4/3. Fine centres 0.5, 1.5, 2.5, 3.5 (voxel units)
+    # fall in coarse cells [0, 4/3), [4/3, 8/3), [8/3, 4) -> blocks 0, 1, 1, 2; each needs
+    # 0.5 x 4/3 of a voxel in the mask, so all three are kept.
+    brain = np.ones((4, 1, 1), bool)
+    affine = np.diag([3.0, 4, 4, 1])
+    cleaned = np.array([[1.0, 2.0, 4.0, 8.0]])
+    frames, mask, coarse = block_average(cleaned, brain, affine, block_ratio(affine, 4))
+    assert mask.shape == (3, 1, 1) and mask.all()
+    np.testing.assert_allclose(frames, [[1.0, 3.0, 8.0]])
+    np.testing.assert_allclose(coarse[:3, :3], np.diag([4.0, 4, 4]))
+    np.testing.assert_allclose(coarse[:3, 3], [0.5, 0, 0])  # fine x from -1.5 to 2.5 mm: centre 0.5
 
 
 def test_voxel_scaling_is_zscore_with_sample_sd_and_constant_voxels_zero():
@@ -99,7 +116,7 @@ def test_stored_volumes_match_loop_reference(tmp_path):
     subject = make_subject(tmp_path, n=60, shape=(7, 8, 8))
     params = extract_params(volume_voxel_size=8, min_frames=20)
     out = outputs(tmp_path)
-    qc = extract_subject("sub-01", subject.bold, subject.mask, subject.atlas, subject.atlas_labels, params, **out)
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir], params, **out)
     vols = storage.read_volumes(out["volumes_out"])
 
     # Reference: clean the in-mask voxels, then a plain loop over 2x2x2 blocks.
@@ -107,7 +124,7 @@ def test_stored_volumes_match_loop_reference(tmp_path):
     brain, data = subject.truth["brain"], subject.truth["data"]
     conf, sample_mask = select_confounds(subject.bold, subject.confounds, cfg)
     grid = np.zeros((len(sample_mask) if sample_mask is not None else 60, 8, 8, 8))
-    grid[:, :7][:, brain] = clean_voxels(data[brain].T, conf, sample_mask, 2.0, cfg)
+    grid[:, :7][:, brain] = clean_signals(data[brain].T, conf, sample_mask, 2.0, cfg)
     inside = np.zeros((8, 8, 8), bool)
     inside[:7] = brain
     ref_mask = np.zeros((4, 4, 4), bool)

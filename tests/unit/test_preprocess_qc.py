@@ -41,9 +41,21 @@ def test_hand_computed_metrics(tmp_path):
     # Over the 3 frames with a value, not the 4 frames: (0.1 + 0.5 + 0.3) / 3.
     assert metrics["mean_fd"] == pytest.approx(0.3) and metrics["max_fd"] == pytest.approx(0.5)
     assert metrics["mean_std_dvars"] == pytest.approx(1.5) and metrics["mean_dvars"] is None  # no dvars column
+    assert metrics["fd_dvars_r"] is None  # no dvars column
     path.write_text("framewise_displacement\tdvars\nn/a\tn/a\nn/a\tn/a\n")
     assert motion_metrics(path) == {"fd": [None, None], "mean_fd": None, "max_fd": None, "mean_std_dvars": None,
-                                    "mean_dvars": None}
+                                    "mean_dvars": None, "fd_dvars_r": None}
+
+
+def test_fd_dvars_correlation_hand_computed(tmp_path):
+    # Frames 1-4 have both: FD (0.1, 0.2, 0.3, 0.6), DVARS (10, 12, 11, 20); frame 5 has no DVARS.
+    path = tmp_path / "c.tsv"
+    path.write_text("framewise_displacement\tdvars\nn/a\tn/a\n0.1\t10\n0.2\t12\n0.3\t11\n0.6\t20\n0.9\tn/a\n")
+    fd, dvars = np.array([0.1, 0.2, 0.3, 0.6]), np.array([10.0, 12, 11, 20])
+    expected = ((fd - fd.mean()) * (dvars - dvars.mean())).sum() / np.sqrt(
+        ((fd - fd.mean()) ** 2).sum() * ((dvars - dvars.mean()) ** 2).sum())
+    assert motion_metrics(path)["fd_dvars_r"] == pytest.approx(expected)
+    assert expected == pytest.approx(0.94468528)
 
 
 @pytest.mark.parametrize(

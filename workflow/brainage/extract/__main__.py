@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainage._cli import existing_file, json_object, run
+from brainage._cli import existing_dir, existing_file, json_object, run
 from brainage.extract.subject import extract_subject
 
 
@@ -15,7 +15,6 @@ def _subject(args: argparse.Namespace) -> None:
         args.bold,
         args.mask,
         args.atlas,
-        args.atlas_labels,
         args.params,
         args.series_out,
         args.volumes_out,
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     sub = verbs.add_parser(
         "subject",
-        help="denoise one subject's BOLD; write ROI series, volumes and QC",
+        help="denoise one subject's BOLD; write ROI series (per atlas), volumes and QC",
         description="Excluded subjects (bad data) get a QC record with the reason and empty "
         "outputs; the exit code stays 0. Without --confounds the BOLD is taken as already "
         "denoised (e.g. ABIDE PCP func_preproc): no confound regression, no scrubbing.",
@@ -46,12 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--confounds", type=existing_file,
                      help="*_desc-confounds_timeseries.tsv (checked to be the one nilearn reads); "
                      "omit for an already denoised BOLD")
-    sub.add_argument("--atlas", required=True, type=existing_file, help="integer label NIfTI")
-    sub.add_argument("--atlas-labels", required=True, type=existing_file,
-                     help="TSV with columns index, name")
+    sub.add_argument("--atlas", required=True, nargs="+", type=existing_dir,
+                     help="atlas folders from 'python -m brainage.download atlas' (atlas.json, labels.tsv, "
+                     "image); the BOLD is read once for all")
     sub.add_argument("--params", required=True, type=json_object,
                      help="the 'extract' config section as a JSON object")
-    sub.add_argument("--series-out", required=True, type=Path, help="ROI series Parquet")
+    sub.add_argument("--series-out", required=True, nargs="+", type=Path,
+                     help="ROI series Parquet, one per --atlas in the same order")
     sub.add_argument("--volumes-out", required=True, type=Path, help="downsampled volumes Parquet")
     sub.add_argument("--qc-out", required=True, type=Path, help="QC JSON")
     sub.set_defaults(func=_subject)

@@ -120,27 +120,6 @@ def header_repetition_time(bold: str | os.PathLike) -> float:
     return tr
 
 
-def load_bold(bold: str | os.PathLike) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Load the preprocessed BOLD once.
-
-    Returns
-    -------
-    img : Nifti1Image
-        Header and affine (the data is read into ``data``).
-    data : ndarray, shape (x, y, z, n_timepoints), float32
-
-    Raises
-    ------
-    InputDataError
-        If the image is not 4D.
-    """
-    img = nib.load(bold)
-    if len(img.shape) != 4:
-        raise InputDataError(f"{bold}: expected a 4D image, found shape {tuple(img.shape)}")
-    # caching="unchanged": the image must not keep a second full copy of the 4D data.
-    return img, img.get_fdata(dtype=np.float32, caching="unchanged")
-
-
 def load_mask(mask: str | os.PathLike, bold_img: nib.Nifti1Image) -> tuple[nib.Nifti1Image, np.ndarray]:
     """Load the brain mask and check it lies on the BOLD grid.
 
@@ -166,31 +145,6 @@ def load_mask(mask: str | os.PathLike, bold_img: nib.Nifti1Image) -> tuple[nib.N
     if not brain.any():
         raise InputDataError(f"{mask}: brain mask has no voxel")
     return img, brain
-
-
-def masked_voxels(data: np.ndarray, brain: np.ndarray, bold: str | os.PathLike) -> np.ndarray:
-    """Return the in-mask voxel matrix.
-
-    Parameters
-    ----------
-    data : ndarray, shape (x, y, z, n_timepoints)
-    brain : ndarray, shape (x, y, z), bool
-
-    Returns
-    -------
-    ndarray, shape (n_timepoints, n_voxels), float32
-        Voxels in C order of the grid (as ``data[brain]``).
-
-    Raises
-    ------
-    InputDataError
-        If any in-mask value is NaN or infinite.
-    """
-    voxels = data[brain].T
-    n_bad = int(np.count_nonzero(~np.isfinite(voxels)))
-    if n_bad:
-        raise InputDataError(f"{bold}: {n_bad} non-finite values (NaN/inf) inside the brain mask")
-    return voxels
 
 
 def read_atlas_labels(path: str | os.PathLike) -> pd.DataFrame:

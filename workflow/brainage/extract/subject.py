@@ -1,18 +1,19 @@
-"""One subject: denoise the BOLD once, write ROI series, downsampled volumes and a QC record."""
+"""One subject: reduce the BOLD once to every atlas's regions and the coarse volumes, denoise, write, record QC."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from scipy import sparse
 
 from brainage import storage
 from brainage.errors import InputDataError
-from brainage.extract import clean, confounds, inputs, volumes
+from brainage.extract import clean, confounds, inputs, nifti, regions, volumes
 from brainage.extract.params import ExtractParams
 from brainage.preprocess.qc import motion_metrics
 
@@ -23,30 +24,31 @@ logger = logging.getLogger(__name__)
 class _Result:
     """What one subject's extraction produced (before writing)."""
 
-    series: np.ndarray  # (n_frames_kept, n_regions)
+    series: list[np.ndarray]  # per atlas: (n_frames_kept, n_regions)
     frames: np.ndarray  # (n_frames_kept, n_coarse_voxels)
     coarse_mask: np.ndarray  # (x', y', z') bool
     coarse_affine: np.ndarray  # (4, 4)
-    provenance: dict = field(default_factory=dict)
+    provenance: list[dict] = field(default_factory=list)  # per atlas (volumes use the first)
 
 
 def extract_subject(
     participant_id: str,
     bold: str | os.PathLike,
     mask: str | os.PathLike,
-    atlas: str | os.PathLike,
-    atlas_labels: str | os.PathLike,
+    atlases: Sequence[str | os.PathLike],
     params: dict,
-    series_out: str | os.PathLike,
+    series_out: Sequence[str | os.PathLike],
     volumes_out: str | os.PathLike,
     qc_out: str | os.PathLike,
     *,
     confounds: str | os.PathLike | None = None,
     denoised: bool = False,
 ) -> dict:
-    """Denoise one subject's BOLD and write its ROI series, volumes and QC record.
+    """Denoise one subject's BOLD and write its ROI series (one file per atlas), volumes and QC record.
 
-    The BOLD is read once; ROI series and volumes come from the same cleaned voxel matrix.
+    The BOLD is decoded once, streamed frame by frame through one sparse matrix that holds
+    every atlas's regions and the coarse volume blocks; only those few thousand signals are
+    then cleaned (every cleaning step is linear, so this equals cleaning each voxel first).
     Bad subject data (``InputDataError``) does not raise: the subject is recorded as
     excluded in the QC record, with well-formed empty outputs, so the workflow continues.
 
@@ -66,14 +68,16 @@ def extract_subject(
         when there is one, else from the NIfTI header.
     mask : path
         ``*_desc-brain_mask.nii.gz`` (or PCP ``*_func_mask.nii.gz``) on the BOLD grid.
-    atlas : path
-        Integer label image, any grid in the same space (resampled nearest-neighbour).
-    atlas_labels : path
-        TSV with columns ``index`` (label value) and ``name`` (output column name).
+    atlases : sequence of path
+        Atlas folders written by ``python -m brainage.download atlas`` (``atlas.json``,
+        ``labels.tsv``, image): label images, probabilistic maps or sphere coordinates, in
+        the same space as the BOLD, on any grid.
     params : dict
         The ``extract`` config section (see ``config/config.yaml``).
-    series_out, volumes_out, qc_out : path
-        Parquet ROI series, Parquet volumes, QC JSON.
+    series_out : sequence of path
+        One ROI-series Parquet per atlas, in the order of ``atlases``.
+    volumes_out, qc_out : path
+        Parquet volumes, QC JSON.
     confounds : path, optional
         The confounds TSV the caller tracks; checked to be the one nilearn reads. None: the
         one nilearn finds beside ``bold`` (unless ``denoised``).
@@ -91,56 +95,61 @@ def extract_subject(
     ConfigError
         For bad ``params`` (e.g. ``volume_voxel_size`` not a multiple of the BOLD voxels).
     InputDataError
-        For a bad atlas or label table (not a per-subject problem, so it is not caught).
+        For a bad atlas folder (not a per-subject problem, so it is not caught).
     ValueError
-        If ``confounds`` is not the file nilearn reads for ``bold``, or ``denoised`` is
-        set while a confounds file is given or lies beside ``bold`` (wrong wiring).
+        If ``atlases`` and ``series_out`` differ in length, ``confounds`` is not the file
+        nilearn reads for ``bold``, or ``denoised`` is set while a confounds file is given or
+        lies beside ``bold`` (wrong wiring).
     """
     if denoised and confounds is not None:
         raise ValueError(f"confounds {confounds} given for an already denoised BOLD {bold}; "
                          "pass one or the other")
+    if len(atlases) != len(series_out) or not atlases:
+        raise ValueError(f"{len(atlases)} atlases for {len(series_out)} series outputs; give one "
+                         "--series-out per --atlas, in the same order")
     cfg = ExtractParams.from_dict(params)
-    labels = inputs.read_atlas_labels(atlas_labels)
-    atlas_img = inputs.load_atlas(atlas)
-    sources = {"bold": Path(bold).name, "mask": Path(mask).name, "atlas": Path(atlas).name,
-               "atlas_labels": Path(atlas_labels).name}
-    qc = _qc_record(participant_id, bold, cfg, labels, denoised)
-    names = labels["name"].tolist()
+    loaded = [regions.load_atlas_dir(path) for path in atlases]
+    sources = {"bold": Path(bold).name, "mask": Path(mask).name}
+    qc = _qc_record(participant_id, bold, cfg, loaded, denoised)
     try:
-        result = _extract(bold, mask, confounds, denoised, atlas_img, labels, cfg, qc, sources)
+        result = _extract(bold, mask, confounds, denoised, loaded, cfg, qc, sources)
     except InputDataError as err:
         logger.error("%s excluded: %s", participant_id, err)
         qc.update(status="excluded", reason=str(err))
-        provenance = {"params": cfg.to_dict(), "sources": sources, "status": "excluded",
-                      "reason": str(err)}
-        storage.write_timeseries(series_out, np.zeros((0, len(names))), names,
-                                 participant_id=participant_id, provenance=provenance)
+        provenance = {"params": cfg.to_dict(), "sources": sources, "status": "excluded", "reason": str(err)}
+        for atlas, out in zip(loaded, series_out, strict=True):
+            names = atlas.labels["name"].tolist()
+            storage.write_timeseries(out, np.zeros((0, len(names))), names, participant_id=participant_id,
+                                     provenance=provenance | {"atlas": atlas.id})
         storage.write_volumes(volumes_out, np.zeros((0, 0)), np.zeros((1, 1, 1), bool), np.eye(4),
                               participant_id=participant_id, provenance=provenance)
     else:
-        logger.info("%s: %d of %d frames kept, %d regions, volumes %s (%d voxels)", participant_id,
-                    qc["n_frames_kept"], qc["n_timepoints"], qc["n_regions"], qc["volume_shape"],
-                    qc["n_volume_voxels"])
-        storage.write_timeseries(series_out, result.series, names,
-                                 participant_id=participant_id, provenance=result.provenance)
+        logger.info("%s: %d of %d frames kept (%.0f s), atlases %s, volumes %s (%d voxels)", participant_id,
+                    qc["n_frames_kept"], qc["n_timepoints"], qc["seconds_kept"],
+                    ", ".join(f"{a.id} ({len(a.labels)} regions)" for a in loaded),
+                    qc["volume_shape"], qc["n_volume_voxels"])
+        for atlas, series, out, prov in zip(loaded, result.series, series_out, result.provenance, strict=True):
+            storage.write_timeseries(out, series, atlas.labels["name"].tolist(),
+                                     participant_id=participant_id, provenance=prov)
         storage.write_volumes(volumes_out, result.frames, result.coarse_mask, result.coarse_affine,
-                              participant_id=participant_id, provenance=result.provenance)
+                              participant_id=participant_id, provenance=result.provenance[0])
     storage.write_json(qc_out, qc)
     return qc
 
 
-def _qc_record(
-    participant_id: str, bold: str | os.PathLike, cfg: ExtractParams, labels: pd.DataFrame,
-    denoised: bool,
-) -> dict:
+def _qc_record(participant_id: str, bold, cfg: ExtractParams, atlases: list[regions.Atlas], denoised: bool) -> dict:
     # Filled step by step, so an excluded subject keeps what was known before the failure.
     # "strategy" lists what is applied: nothing for an already denoised BOLD.
+    strategy = [] if denoised else list(cfg.confounds["strategy"])
     return {
         "participant_id": participant_id, "stage": "extract", "status": "included", "reason": None,
-        "n_timepoints": None, "n_frames_kept": None, "mean_fd": None, "max_fd": None, "fd": None,
-        "mean_std_dvars": None, "mean_dvars": None, "tr": None,
-        "tr_source": None, "n_regions": len(labels), "missing_regions": [], "volume_shape": None,
-        "n_volume_voxels": None, "strategy": [] if denoised else list(cfg.strategy),
+        "n_timepoints": None, "n_frames_kept": None, "seconds_kept": None, "mean_fd": None,
+        "max_fd": None, "fd": None, "mean_std_dvars": None, "mean_dvars": None, "fd_dvars_r": None,
+        "fd_dvars_r_clean": None, "tr": None, "tr_source": None,
+        "denoise": None if denoised else cfg.denoise, "strategy": strategy,
+        "n_regions": len(atlases[0].labels), "missing_regions": [],
+        "atlases": {a.id: {"kind": a.kind, "n_regions": len(a.labels), "lost_regions": []} for a in atlases},
+        "volume_shape": None, "n_volume_voxels": None,
         "confounds": "none" if denoised else None, "bold": Path(bold).name,
     }
 
@@ -159,21 +168,55 @@ def _confounds_file(bold, confounds_arg, denoised: bool) -> Path | None:
                      f"confounds file {found.name} lies beside it; pass it with --confounds")
 
 
-def _frames(bold, confounds_file, n_timepoints: int, cfg: ExtractParams, participant_id: str):
+def _frames(bold, confounds_file, n_timepoints: int, tr: float, cfg: ExtractParams, participant_id: str):
     """Confound regressors, sample mask and kept frames; all frames without a confounds file."""
     if confounds_file is not None:
         conf, sample_mask = confounds.select_confounds(bold, confounds_file, cfg)
-        return conf, sample_mask, confounds.frames_kept(n_timepoints, sample_mask, cfg, confounds_file)
+        return conf, sample_mask, confounds.frames_kept(n_timepoints, sample_mask, cfg, confounds_file, tr)
     logger.info("%s: confound regression and scrubbing skipped: the input is already denoised (no "
                 "confounds file, no motion parameters); detrend=%s, band-pass %s-%s Hz, standardize=%s",
                 participant_id, cfg.detrend, cfg.high_pass, cfg.low_pass, cfg.standardize)
-    if n_timepoints < cfg.min_frames:
-        raise InputDataError(f"{bold}: {n_timepoints} frames (no censoring: already denoised), "
-                             f"need {cfg.min_frames} (extract.min_frames)")
+    if n_timepoints < cfg.min_frames or n_timepoints * tr < cfg.min_seconds:
+        raise InputDataError(f"{bold}: {n_timepoints} frames = {n_timepoints * tr:g} s at TR {tr:g} s "
+                             f"(no censoring: already denoised); need {cfg.min_frames} frames "
+                             f"(extract.min_frames) and {cfg.min_seconds:g} s (extract.min_seconds)")
     return None, None, np.arange(n_timepoints)
 
 
-def _extract(bold, mask, confounds_arg, denoised, atlas_img, labels, cfg, qc, sources) -> _Result:
+def _operators(mask, bold_img, loaded, cfg: ExtractParams, qc: dict):
+    """Every atlas's operator (coverage checked) and the block operator, on the BOLD grid."""
+    ratio = volumes.block_ratio(bold_img.affine, cfg.volume_voxel_size)
+    mask_img, brain = inputs.load_mask(mask, bold_img)
+    operators = [regions.region_operator(atlas, mask_img, brain) for atlas in loaded]
+    _check_coverage(operators, cfg, qc, mask, float(bold_img.header.get_zooms()[0]))
+    block = volumes.block_operator(brain, bold_img.affine, ratio)
+    return operators, block
+
+
+def _check_coverage(operators, cfg: ExtractParams, qc: dict, mask, grid_mm: float) -> None:
+    """Record lost regions per atlas; with ``on_region_loss: exclude`` they exclude the run."""
+    problems = []
+    for op in operators:
+        lost = regions.lost_regions(op, cfg.min_region_coverage)
+        qc["atlases"][op.atlas.id].update(
+            lost_regions=lost["name"].tolist(), lost_coverage=[round(float(c), 4) for c in lost["coverage"]],
+            min_coverage=float(op.coverage.min()))
+        if len(lost):
+            problems.append(f"atlas {op.atlas.id}: {len(lost)} of {len(op.names)} regions below "
+                            f"{cfg.min_region_coverage:g} coverage: {regions.describe_lost(op, lost, grid_mm)}")
+    # Regions without any voxel: all-zero columns, whatever the threshold.
+    qc["missing_regions"] = [n for n, c in zip(operators[0].names, operators[0].coverage, strict=True) if c == 0]
+    if not problems:
+        return
+    if cfg.on_region_loss == "exclude":
+        raise InputDataError(f"{mask}: regions lost on this brain mask ({'; '.join(problems)}); "
+                             "extract.min_region_coverage sets the threshold, extract.on_region_loss: warn "
+                             "keeps such runs")
+    for problem in problems:
+        logger.warning("%s: %s (kept: extract.on_region_loss is warn)", mask, problem)
+
+
+def _extract(bold, mask, confounds_arg, denoised, loaded, cfg, qc, sources) -> _Result:
     """Run every step for one subject, filling ``qc`` and ``sources`` as it goes."""
     tr, qc["tr_source"] = inputs.repetition_time(bold)
     qc["tr"] = tr
@@ -181,43 +224,64 @@ def _extract(bold, mask, confounds_arg, denoised, atlas_img, labels, cfg, qc, so
     if confounds_file is not None:
         sources["confounds"] = qc["confounds"] = confounds_file.name
         qc.update(motion_metrics(confounds_file))
-    bold_img, data = inputs.load_bold(bold)
-    qc["n_timepoints"] = data.shape[3]
-    factor = volumes.block_factor(bold_img.header.get_zooms()[:3], cfg.volume_voxel_size)
-    mask_img, brain = inputs.load_mask(mask, bold_img)
-    voxels = inputs.masked_voxels(data, brain, bold)
-    del data  # the in-mask matrix is all we need; free the full grid early
-    conf, sample_mask, kept = _frames(bold, confounds_file, voxels.shape[0], cfg, qc["participant_id"])
+    bold_img = nifti.read_header(bold)
+    if len(bold_img.shape) != 4:
+        raise InputDataError(f"{bold}: expected a 4D image, found shape {tuple(bold_img.shape)}")
+    qc["n_timepoints"] = int(bold_img.shape[3])
+    operators, (block, coarse_mask, coarse_affine) = _operators(mask, bold_img, loaded, cfg, qc)
+    sizes = [op.weights.shape[1] for op in operators]
+    raw = nifti.reduce_bold(bold, sparse.hstack([op.weights for op in operators] + [block], format="csc"))
+    _check_finite(raw, bold, sizes)
+    conf, sample_mask, kept = _frames(bold, confounds_file, raw.shape[0], tr, cfg, qc["participant_id"])
     qc["n_frames_kept"] = int(kept.size)
-    cleaned = clean.clean_voxels(voxels, conf, sample_mask, tr, cfg)
-
-    voxel_labels = inputs.atlas_on_grid(atlas_img, mask_img)[brain]
-    series = _region_series(cleaned, voxels, kept, voxel_labels, labels, cfg, tr, qc)
-    frames, coarse_mask, coarse_affine = volumes.block_average(cleaned, brain, bold_img.affine, factor)
+    qc["seconds_kept"] = float(kept.size * tr)
+    cleaned = clean.clean_signals(raw, conf, sample_mask, tr, cfg)
+    bounds = np.cumsum([0, *sizes])
+    series = [_standardize(cleaned[:, a:b], raw[kept, a:b], cfg, tr) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    frames = cleaned[:, bounds[-1]:]
+    qc["fd_dvars_r_clean"] = _fd_dvars_clean(frames, kept, qc.get("fd"))
     qc["volume_shape"] = list(coarse_mask.shape)
     qc["n_volume_voxels"] = int(coarse_mask.sum())
-    provenance = {
+    common = {
         "params": cfg.to_dict(), "sources": sources, "tr": tr, "tr_source": qc["tr_source"],
-        "confounds": qc["confounds"], "frames": kept.tolist(),
-        "n_timepoints": qc["n_timepoints"], "missing_regions": qc["missing_regions"],
+        "confounds": qc["confounds"], "frames": kept.tolist(), "n_timepoints": qc["n_timepoints"],
         "volume_voxel_size": cfg.volume_voxel_size, "status": "included",
     }
-    return _Result(series.astype(np.float32), volumes.scale_frames(frames, cfg.volume_scaling, tr), coarse_mask,
-                   coarse_affine, provenance)
+    provenance = [common | {"atlas": op.atlas.id, "atlas_kind": op.atlas.kind,
+                            "region_coverage": [round(float(c), 4) for c in op.coverage],
+                            "missing_regions": qc["atlases"][op.atlas.id]["lost_regions"]}
+                  for op in operators]
+    return _Result([s.astype(np.float32) for s in series], volumes.scale_frames(frames, cfg.volume_scaling, tr),
+                   coarse_mask, coarse_affine, provenance)
 
 
-def _region_series(cleaned, voxels, kept, voxel_labels, labels, cfg, tr, qc) -> np.ndarray:
-    """ROI means of the cleaned voxels, standardised; records regions without voxels."""
-    label_values = labels["index"].to_numpy()
-    series, present = clean.region_series(cleaned, voxel_labels, label_values)
-    missing = labels.loc[~present, "name"].tolist()
-    if missing:
-        logger.warning("%d of %d regions have no voxel in the brain mask (all-zero columns): %s",
-                       len(missing), len(labels), missing)
-    qc["missing_regions"] = missing
-    raw_means = None
-    if cfg.nilearn_standardize == "psc":
-        raw = voxels[kept].mean(axis=0, keepdims=True)  # (1, n_voxels)
-        raw_means, _ = clean.region_series(raw, voxel_labels, label_values)
+def _check_finite(raw: np.ndarray, bold, sizes: list[int]) -> None:
+    """Non-finite voxels inside the mask reach the reduced signals (weights are only in-mask)."""
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        raise InputDataError(f"{bold}: non-finite values (NaN/inf) inside the brain mask, in "
+                             f"{int(bad.any(axis=0).sum())} of {raw.shape[1]} region/volume signals and "
+                             f"{int(bad.any(axis=1).sum())} of {raw.shape[0]} frames")
+
+
+def _standardize(series: np.ndarray, raw_kept: np.ndarray, cfg: ExtractParams, tr: float) -> np.ndarray:
+    """Standardise one atlas's cleaned series; "psc" needs each signal's raw mean over the kept frames."""
+    raw_means = raw_kept.mean(axis=0, keepdims=True) if cfg.nilearn_standardize == "psc" else None
     return clean.standardize_series(series, cfg.nilearn_standardize, tr, raw_means)
 
+
+def _fd_dvars_clean(frames: np.ndarray, kept: np.ndarray, fd: list | None) -> float | None:
+    """Pearson r of FD and the DVARS of the cleaned coarse volumes over consecutive kept frames.
+
+    Near zero when denoising removed the motion-locked signal change (Power et al. 2012;
+    Ciric et al. 2017 QC-FC rationale); None without FD or with fewer than 3 pairs.
+    """
+    if fd is None:
+        return None
+    pairs = np.flatnonzero(np.diff(kept) == 1) + 1  # rows whose previous row is the previous frame
+    fd_values = np.array([fd[kept[i]] if fd[kept[i]] is not None else np.nan for i in pairs], dtype=float)
+    dvars = np.sqrt(np.mean(np.diff(frames, axis=0)[pairs - 1] ** 2, axis=1))
+    valid = np.isfinite(fd_values)
+    if valid.sum() < 3 or np.ptp(fd_values[valid]) == 0 or np.ptp(dvars[valid]) == 0:
+        return None
+    return float(np.corrcoef(fd_values[valid], dvars[valid])[0, 1])

@@ -1,88 +1,102 @@
-"""Downsampled volumes for the CNN: block averaging of the cleaned in-mask voxels."""
+"""Downsampled volumes for the CNN: block averaging of the BOLD grid as one sparse matrix, and scaling."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 from brainage.errors import ConfigError
-from brainage.extract.clean import group_means, standardize_series
+from brainage.extract.clean import standardize_series
 
 # A coarse voxel is in the brain when at least half of its block is (padding counts as outside).
 MIN_BLOCK_COVERAGE = 0.5
 
 
-def block_factor(voxel_size: tuple[float, ...], volume_voxel_size: int) -> int:
-    """Integer downsampling factor from the BOLD voxel size to ``volume_voxel_size``.
+def block_ratio(affine: np.ndarray, volume_voxel_size: float) -> np.ndarray:
+    """Coarse voxels per axis, in BOLD voxels: ``volume_voxel_size`` / the BOLD voxel size.
 
     Parameters
     ----------
-    voxel_size : tuple of float, length 3
-        BOLD voxel size (mm), from the NIfTI header.
-    volume_voxel_size : int
+    affine : ndarray, shape (4, 4)
+        BOLD affine (its column norms are the voxel sizes in mm).
+    volume_voxel_size : float
         Target voxel size (mm), ``extract.volume_voxel_size``.
+
+    Returns
+    -------
+    ndarray of float64, shape (3,)
+        Whole numbers where the grid allows (e.g. 2 mm -> 4 mm: 2); otherwise fractional
+        (3 mm -> 4 mm: 1.333).
 
     Raises
     ------
     ConfigError
-        If the BOLD voxels are not isotropic or the target is not a whole multiple of them.
+        If the target is finer than the BOLD voxels (no upsampling).
     """
-    sizes = np.asarray(voxel_size, dtype=float)
-    factor = volume_voxel_size / sizes[0]
-    if not np.allclose(sizes, sizes[0], atol=1e-3) or abs(factor - round(factor)) > 1e-3 or round(factor) < 1:
-        allowed = ", ".join(f"{k * sizes[0]:g}" for k in range(1, 5))
+    sizes = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    ratio = volume_voxel_size / sizes
+    ratio = np.where(np.isclose(ratio, np.round(ratio), atol=1e-3), np.round(ratio), ratio)  # header rounding
+    if np.any(ratio < 1):
         raise ConfigError(
-            f"extract.volume_voxel_size={volume_voxel_size} mm must be a whole multiple of the "
-            f"isotropic BOLD voxel size; found BOLD voxel size {tuple(float(s) for s in sizes)} mm, "
-            f"allowed values: {allowed}, ..."
+            f"extract.volume_voxel_size={volume_voxel_size} mm is finer than the BOLD voxels "
+            f"{tuple(round(float(v), 3) for v in sizes)} mm; the volumes are downsampled, never upsampled"
         )
-    return int(round(factor))
+    return ratio
 
 
-def coarse_affine(affine: np.ndarray, factor: int) -> np.ndarray:
-    """Affine of the block grid: voxels ``factor`` times larger, centred on their blocks.
+def coarse_affine(affine: np.ndarray, ratio: float | np.ndarray) -> np.ndarray:
+    """Affine of the coarse grid: voxels ``ratio`` times larger, centred on their blocks.
 
-    Coarse voxel 0 covers fine voxels ``0 .. factor-1``, so its centre sits at fine voxel
-    coordinate ``(factor - 1) / 2``.
+    Coarse voxel 0 covers fine voxel coordinates ``-0.5 .. ratio - 0.5``, so its centre sits at
+    fine voxel coordinate ``(ratio - 1) / 2`` (for whole ratios: between fine voxels 0 and
+    ``ratio - 1``).
     """
+    ratio = np.broadcast_to(np.asarray(ratio, dtype=float), (3,))
     out = np.array(affine, dtype=float)
-    out[:3, 3] = affine[:3, :3] @ np.full(3, (factor - 1) / 2) + affine[:3, 3]
-    out[:3, :3] = affine[:3, :3] * factor
+    out[:3, 3] = affine[:3, :3] @ ((ratio - 1) / 2) + affine[:3, 3]
+    out[:3, :3] = affine[:3, :3] * ratio
     return out
 
 
-def block_average(
-    cleaned: np.ndarray, brain: np.ndarray, affine: np.ndarray, factor: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Average the in-mask voxels over ``factor``-sided cubic blocks.
+def block_operator(brain: np.ndarray, affine: np.ndarray, ratio: float | np.ndarray) -> tuple[sparse.csc_array, np.ndarray, np.ndarray]:
+    """Averaging over coarse blocks of the in-mask voxels, as a matrix (a box-kernel resampling).
 
-    The grid is padded (conceptually, outside the brain) to a multiple of ``factor``. A
-    block enters the coarse mask when at least ``MIN_BLOCK_COVERAGE`` of its
-    ``factor**3`` voxels are in ``brain``; its value is the mean over those voxels only.
-    This is the same as resampling with a box kernel, at a fraction of the cost of
-    ``resample_img`` on 4D data.
+    Each fine voxel belongs to the coarse voxel that contains its centre. Where the grid allows
+    (whole ratios) the blocks are ``ratio``-sided cubes, padded (conceptually, outside the brain)
+    to a multiple of ``ratio``; otherwise blocks hold ``floor`` or ``ceil(ratio)`` fine voxels per
+    axis. A block enters the coarse mask when its in-mask voxels number at least
+    ``MIN_BLOCK_COVERAGE`` of ``prod(ratio)``; its value is the mean over those voxels only. On
+    4D data this is a fraction of the cost of ``resample_img``, and it is linear, so it commutes
+    with cleaning.
 
     Parameters
     ----------
-    cleaned : ndarray, shape (n_timepoints, n_voxels)
-        In-mask voxels, C order of the grid (as ``data[brain]``).
     brain : ndarray, shape (x, y, z), bool
     affine : ndarray, shape (4, 4)
-    factor : int
+    ratio : float or ndarray, shape (3,)
+        From :func:`block_ratio`.
 
     Returns
     -------
-    frames : ndarray, shape (n_timepoints, n_coarse_voxels), float64
-        In-mask coarse voxels, C order of the coarse grid.
-    coarse_mask : ndarray, shape (ceil(x/f), ceil(y/f), ceil(z/f)), bool
+    weights : scipy.sparse.csc_array, shape (x * y * z, n_coarse_voxels)
+        Rows: the fine grid in NIfTI (Fortran) order; columns: the in-mask coarse voxels in C
+        order of the coarse grid (as ``coarse[coarse_mask]``).
+    coarse_mask : ndarray, shape (ceil(x/r), ceil(y/r), ceil(z/r)), bool
     affine : ndarray, shape (4, 4)
     """
-    shape = tuple(-(-n // factor) for n in brain.shape)
-    block = np.ravel_multi_index(tuple(ijk // factor for ijk in np.nonzero(brain)), shape)
+    ratio = np.broadcast_to(np.asarray(ratio, dtype=float), (3,))
+    shape = tuple(int(np.ceil(n / r - 1e-9)) for n, r in zip(brain.shape, ratio, strict=True))
+    ijk = np.nonzero(brain)
+    block = np.ravel_multi_index(tuple(np.floor((i + 0.5) / r).astype(np.int64) for i, r in zip(ijk, ratio, strict=True)),
+                                 shape)
     counts = np.bincount(block, minlength=int(np.prod(shape)))
-    keep = counts >= MIN_BLOCK_COVERAGE * factor**3
-    column = np.where(keep, np.cumsum(keep) - 1, -1)
-    frames, _ = group_means(cleaned, column[block], int(keep.sum()))
-    return frames, keep.reshape(shape), coarse_affine(affine, factor)
+    keep = counts >= MIN_BLOCK_COVERAGE * np.prod(ratio) - 1e-9
+    column = np.where(keep, np.cumsum(keep) - 1, -1)[block]
+    member = column >= 0
+    rows = np.ravel_multi_index(ijk, brain.shape, order="F")[member]
+    weights = sparse.csc_array((1.0 / counts[block[member]], (rows, column[member])),
+                               shape=(brain.size, int(keep.sum())))
+    return weights, keep.reshape(shape), coarse_affine(affine, ratio)
 
 
 def scale_frames(frames: np.ndarray, scaling: str, t_r: float) -> np.ndarray:

@@ -85,7 +85,8 @@ def motion_metrics(confounds_file: str | os.PathLike) -> dict:
     dict
         ``fd`` (list of float or None, one per frame: None where n/a), ``mean_fd``,
         ``max_fd`` (mm; None when every frame is n/a), ``mean_std_dvars``, ``mean_dvars``
-        (None when the column is absent or all n/a).
+        (None when the column is absent or all n/a), ``fd_dvars_r`` (Pearson r of FD and
+        DVARS; None without DVARS or with under 3 frames that have both).
 
     Raises
     ------
@@ -99,13 +100,29 @@ def motion_metrics(confounds_file: str | os.PathLike) -> dict:
         raise InputDataError(f"{confounds_file}: expected a {FD_COLUMN!r} column (motion QC needs it), "
                              f"found none among its {len(table.columns)} columns")
     known = fd[~np.isnan(fd)]
+    dvars = _numeric(table, "dvars", confounds_file)
     return {
         "fd": [None if np.isnan(v) else float(v) for v in fd],
         "mean_fd": float(known.mean()) if known.size else None,
         "max_fd": float(known.max()) if known.size else None,
         "mean_std_dvars": _mean(_numeric(table, "std_dvars", confounds_file)),
-        "mean_dvars": _mean(_numeric(table, "dvars", confounds_file)),
+        "mean_dvars": _mean(dvars),
+        "fd_dvars_r": _correlation(fd, dvars),
     }
+
+
+def _correlation(fd: np.ndarray, dvars: np.ndarray | None) -> float | None:
+    """Pearson r of FD and DVARS over the frames that have both (None: under 3 frames or constant).
+
+    Before denoising, frame-to-frame signal change follows head motion (Power et al. 2012);
+    how strongly is a per-run summary of motion artefact.
+    """
+    if dvars is None:
+        return None
+    both = ~np.isnan(fd) & ~np.isnan(dvars)
+    if both.sum() < 3 or np.ptp(fd[both]) == 0 or np.ptp(dvars[both]) == 0:
+        return None
+    return float(np.corrcoef(fd[both], dvars[both])[0, 1])
 
 
 def _high_motion_reason(fd: list | None, qc: QCParams) -> str | None:
