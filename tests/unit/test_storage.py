@@ -48,9 +48,11 @@ def test_volumes_round_trip_float16_with_mask_stored_once(tmp_path):
     grid = vol.to_grid()
     assert grid.shape == frames.shape
     assert np.all(grid[:, ~mask] == 0)
-    # Only in-mask voxels are stored, compressed with zstd.
+    # Only in-mask voxels are stored, byte-stream split (no dictionary) and compressed with zstd.
     meta = pq.ParquetFile(path).metadata
     assert meta.row_group(0).column(1).compression == "ZSTD"
+    assert "BYTE_STREAM_SPLIT" in meta.row_group(0).column(1).encodings
+    assert "RLE_DICTIONARY" in meta.row_group(0).column(0).encodings  # the frame index keeps its dictionary
 
 
 def test_empty_outputs_for_excluded_subjects_read_back(tmp_path):

@@ -96,12 +96,21 @@ def _provenance(kind: str, participant_id: str | None, provenance: dict | None) 
     return record
 
 
-def _write(path: str | os.PathLike, table: pa.Table, record: dict) -> None:
+def _write(path: str | os.PathLike, table: pa.Table, record: dict, encodings: dict | None = None) -> None:
+    """Write ``table`` atomically with ``record`` in its metadata; ``encodings``: Parquet leaf path -> encoding.
+
+    A column given an encoding gets no dictionary (Parquet allows one or the other).
+    """
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = json.dumps(record, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
+    options = {}
+    if encodings:
+        encoded = {leaf.split(".")[0] for leaf in encodings}
+        options = {"column_encoding": encodings,
+                   "use_dictionary": [name for name in table.column_names if name not in encoded]}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=_COMPRESSION)
+        pq.write_table(table, tmp, compression=_COMPRESSION, **options)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -180,7 +189,7 @@ def write_volumes(
     participant_id: str,
     provenance: dict | None = None,
 ) -> None:
-    """Write one subject's masked frames as float16, zstd, with the mask stored once.
+    """Write one subject's masked frames as float16 (byte-stream split, zstd), with the mask stored once.
 
     Parameters
     ----------
@@ -207,7 +216,10 @@ def write_volumes(
     record["mask_shape"] = list(mask.shape)
     record["mask_bits"] = base64.b64encode(np.packbits(mask.ravel())).decode()
     record["affine"] = np.asarray(affine, dtype=float).tolist()
-    _write(path, table, record)
+    # Byte-stream split, no dictionary: float16 noise has no repeated values for a dictionary to
+    # find, and splitting the two bytes of each value lets zstd compress the exponents. Lossless;
+    # ~10 % smaller and ~5x faster to read than the dictionary default (bench/results.md).
+    _write(path, table, record, encodings={"frame.list.element": "BYTE_STREAM_SPLIT"})
 
 
 def read_volumes(path: str | os.PathLike) -> Volumes:
