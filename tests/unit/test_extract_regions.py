@@ -94,9 +94,9 @@ def test_labels_coverage_and_a_region_that_vanishes_on_resampling(tmp_path):
     assert operator.coverage[0] == 0 and operator.coverage[1] == pytest.approx(1.0)
     lost = lost_regions(operator, 0.5)
     assert lost["name"].tolist() == ["dot", "edge"]
-    text = describe_lost(operator, lost, 4.0)
-    assert text.startswith("dot (label 1): vanished when resampled to the 4 mm BOLD grid; edge (label 3): ")
-    assert "% inside the brain mask" in text
+    assert describe_lost(lost, 4.0) == (
+        "not on the 4 mm BOLD grid (outside its field of view, or smaller than its voxels): dot; "
+        f"partly outside the brain mask: edge ({100 * operator.coverage[2]:.0f}%)")
 
 
 def test_lost_region_excludes_the_run_or_warns(tmp_path, caplog):
@@ -108,9 +108,9 @@ def test_lost_region_excludes_the_run_or_warns(tmp_path, caplog):
     assert qc["status"] == "excluded"
     assert qc["reason"] == (
         f"{subject.mask}: regions lost on this brain mask (atlas octants: 9 of 9 regions below 0.5 coverage: "
-        + "; ".join(f"roi_{k:03d} (label {k}): 42% inside the brain mask" for k in range(1, 9))
-        + "; roi_009 (label 9): vanished when resampled to the 4 mm BOLD grid); extract.min_region_coverage "
-        "sets the threshold, extract.on_region_loss: warn keeps such runs")
+        "not on the 4 mm BOLD grid (outside its field of view, or smaller than its voxels): roi_009; partly "
+        "outside the brain mask: " + ", ".join(f"roi_{k:03d} (42%)" for k in range(1, 9))
+        + "); extract.min_region_coverage sets the threshold, extract.on_region_loss: warn keeps such runs")
     qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir],
                          extract_params(on_region_loss="warn", min_region_coverage=0.5), **out)
     assert qc["status"] == "included" and qc["atlases"]["octants"]["lost_regions"] == [f"roi_{k:03d}" for k in range(1, 10)]

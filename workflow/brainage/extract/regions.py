@@ -240,12 +240,30 @@ def lost_regions(operator: RegionOperator, min_coverage: float) -> pd.DataFrame:
                          "coverage": operator.coverage[lost], "on_grid": operator.on_grid[lost]})
 
 
-def describe_lost(operator: RegionOperator, lost: pd.DataFrame, grid_mm: float, limit: int = 20) -> str:
-    """One line naming each lost region with its coverage, e.g. ``roi_007 (label 7): 12%``."""
+def describe_lost(lost: pd.DataFrame, grid_mm: float, limit: int = 20) -> str:
+    """The lost regions in words, grouped by why, e.g. ``partly outside the brain mask: roi_007 (31%)``.
+
+    Parameters
+    ----------
+    lost : DataFrame
+        From :func:`lost_regions`.
+    grid_mm : float
+        BOLD voxel size, named for regions that are not on the grid.
+    limit : int
+        Regions named per group; the rest are counted.
+    """
     parts = []
-    for row in lost.head(limit).itertuples():
-        why = (f"{100 * row.coverage:.0f}% inside the brain mask" if row.on_grid
-               else f"vanished when resampled to the {grid_mm:g} mm BOLD grid")
-        parts.append(f"{row.name} (label {row.index}): {why}")
-    more = f"; and {len(lost) - limit} more" if len(lost) > limit else ""
-    return "; ".join(parts) + more
+    off = lost[~lost["on_grid"]]
+    if len(off):
+        parts.append(f"not on the {grid_mm:g} mm BOLD grid (outside its field of view, or smaller than its "
+                     f"voxels): {_listed(off['name'].tolist(), limit)}")
+    low = lost[lost["on_grid"]]
+    if len(low):
+        named = [f"{name} ({100 * cover:.0f}%)" for name, cover in zip(low["name"], low["coverage"], strict=True)]
+        parts.append(f"partly outside the brain mask: {_listed(named, limit)}")
+    return "; ".join(parts)
+
+
+def _listed(items: list[str], limit: int) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

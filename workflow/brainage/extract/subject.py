@@ -203,7 +203,7 @@ def _check_coverage(operators, cfg: ExtractParams, qc: dict, mask, grid_mm: floa
             min_coverage=float(op.coverage.min()))
         if len(lost):
             problems.append(f"atlas {op.atlas.id}: {len(lost)} of {len(op.names)} regions below "
-                            f"{cfg.min_region_coverage:g} coverage: {regions.describe_lost(op, lost, grid_mm)}")
+                            f"{cfg.min_region_coverage:g} coverage: {regions.describe_lost(lost, grid_mm)}")
     # Regions without any voxel: all-zero columns, whatever the threshold.
     qc["missing_regions"] = [n for n, c in zip(operators[0].names, operators[0].coverage, strict=True) if c == 0]
     if not problems:
