@@ -240,6 +240,14 @@ def model_inputs(wildcards):
     )
 
 
+def built_atlases(wildcards):
+    """The atlas folders, in config order; none when only PCP ROI series are used (nothing is
+    extracted then, so no atlas is built)."""
+    if INDI and all(brainage.download.indi.is_pcp_series(e) for e in DATASETS.values()):
+        return []
+    return expand(rules.atlas.output[0], atlas=ATLASES)
+
+
 def extract_inputs(wildcards):
     """The files one extraction reads: fMRIPrep-format (given, or made here from raw BIDS), or a
     downloaded PCP func_preproc + mask (already denoised: no confounds)."""

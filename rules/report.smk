@@ -12,14 +12,7 @@ rule report:
         cards=model_outputs("card.json"),
         fmriprep_records=fmriprep_records,
         extract_qc=subject_outputs("qc"),
-        # The built atlases (atlas.json: kind, source, citation), in config order; none when only
-        # PCP ROI series are used (nothing extracted here, so no atlas is built).
-        atlases=(
-            []
-            if INDI
-            and all(brainage.download.indi.is_pcp_series(e) for e in DATASETS.values())
-            else expand(rules.atlas.output[0], atlas=ATLASES)
-        ),
+        atlases=built_atlases,
     output:
         "results/report.html",
     log:
