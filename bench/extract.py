@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from demo_run import machine  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 42
@@ -377,20 +378,6 @@ def demo_paths(work: Path, n_subjects: int) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine() -> str:
-    """CPU model, cores, RAM and Python version of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def versions() -> str:

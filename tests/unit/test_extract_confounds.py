@@ -144,4 +144,5 @@ def test_preset_keeps_a_planted_sinusoid_and_removes_motion(tmp_path, preset):
     assert abs(np.corrcoef(raw[kept], trans_x)[0, 1]) > 0.9  # motion dominates before
     assert np.corrcoef(series.data[:, 0], planted)[0, 1] > 0.9
     assert abs(np.corrcoef(series.data[:, 1], trans_x)[0, 1]) < 0.1
+    assert np.corrcoef(series.data[:, 1], planted)[0, 1] < 0.3  # no sinusoid where none was planted
     assert PLANT_FREQ_HZ == 0.05
