@@ -66,7 +66,7 @@ def _datasets():
         e["name"] for e in entries if brainage.download.indi.is_pcp_series(e)
     ]
     volume_models = [
-        m for m in MODELS if brainage.models.model_class(m).input_kind == "volumes"
+        m for m in MODELS if brainage.models.input_kind(m) == "volumes"
     ]
     if series_only and volume_models:
         raise WorkflowError(
@@ -235,7 +235,7 @@ def subject_outputs(kind):
 
 def model_inputs(wildcards):
     """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
-    return subject_outputs(brainage.models.model_class(wildcards.model).input_kind)(
+    return subject_outputs(brainage.models.input_kind(wildcards.model))(
         wildcards
     )
 

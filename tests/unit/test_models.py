@@ -303,3 +303,19 @@ def test_cnn_rnn_trains_on_cuda():
     pred = model.fit(X[:6], ages[:6], X[6:], ages[6:]).predict(X)
     assert model.device_.type == "cuda" and next(model.network_.parameters()).is_cuda
     assert pred.shape == (8,) and np.all(np.isfinite(pred))
+
+
+def test_registry_input_kinds_match_the_classes_and_import_no_framework():
+    import subprocess
+    import sys
+
+    from brainage.models import input_kind, model_class
+
+    for name in list_models():
+        assert input_kind(name) == model_class(name).input_kind
+    with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru"):
+        input_kind("svm")
+    # Building the DAG reads input kinds only: importing the registry must not import torch or sklearn.
+    code = "import sys, brainage.models as m; m.input_kind('cnn_rnn'); print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
-
-from brainage.models.baselines import ConnectomeRidge, DummyAge
-from brainage.models.cnn_rnn import CnnRnn
-from brainage.models._torch import TorchAgeModel
-from brainage.models.roi_gru import RoiGru
 
 logger = logging.getLogger(__name__)
 
-# One entry per key of ``models:`` in config/config.yaml (and its schema). Every class has a
-# frozen ``Config`` dataclass whose defaults equal the schema's, an ``input_kind``
-# ("series" or "volumes"), ``fit(X, y, X_valid=None, y_valid=None)`` and ``predict(X)``.
+# One entry per key of ``models:`` in config/config.yaml (and its schema): the module and class,
+# and what the model reads ("series" or "volumes"; equal to the class's ``input_kind``, tested).
+# Every class has a frozen ``Config`` dataclass whose defaults equal the schema's, ``fit(X, y,
+# X_valid=None, y_valid=None)`` and ``predict(X)``. The classes are imported on first use:
+# building the DAG needs only the input kinds, and importing torch and scikit-learn costs ~4 s.
 _REGISTRY = {
-    "dummy": DummyAge,
-    "connectome_ridge": ConnectomeRidge,
-    "roi_gru": RoiGru,
-    "cnn_rnn": CnnRnn,
+    "dummy": ("brainage.models.baselines", "DummyAge", "series"),
+    "connectome_ridge": ("brainage.models.baselines", "ConnectomeRidge", "series"),
+    "roi_gru": ("brainage.models.roi_gru", "RoiGru", "series"),
+    "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes"),
 }
 
 
@@ -36,10 +34,35 @@ def model_class(name: str) -> type:
     ValueError
         If ``name`` is not registered; the message lists the valid names.
     """
+    module, cls, _ = _entry(name)
+    return getattr(importlib.import_module(module), cls)
+
+
+def input_kind(name: str) -> str:
+    """What the model registered under ``name`` reads: ``"series"`` or ``"volumes"`` (imports nothing).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    return _entry(name)[2]
+
+
+def _entry(name: str) -> tuple[str, str, str]:
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from None
+
+
+def __getattr__(name: str):
+    # ``from brainage.models import TorchAgeModel`` without importing torch with the registry.
+    if name == "TorchAgeModel":
+        from brainage.models._torch import TorchAgeModel
+
+        return TorchAgeModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_config(name: str, params: dict):
@@ -88,4 +111,4 @@ def get_model(name: str, params: dict, seed: int):
     return model_class(name)(config=config, seed=int(seed))
 
 
-__all__ = ["TorchAgeModel", "get_model", "list_models", "make_config", "model_class"]
+__all__ = ["TorchAgeModel", "get_model", "input_kind", "list_models", "make_config", "model_class"]
