@@ -65,9 +65,7 @@ def _datasets():
     series_only = [
         e["name"] for e in entries if brainage.download.indi.is_pcp_series(e)
     ]
-    volume_models = [
-        m for m in MODELS if brainage.models.input_kind(m) == "volumes"
-    ]
+    volume_models = [m for m in MODELS if brainage.models.input_kind(m) == "volumes"]
     if series_only and volume_models:
         raise WorkflowError(
             f"train.models lists {volume_models}, which read volumes, but dataset {series_only[0]} "
@@ -235,9 +233,7 @@ def subject_outputs(kind):
 
 def model_inputs(wildcards):
     """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
-    return subject_outputs(brainage.models.input_kind(wildcards.model))(
-        wildcards
-    )
+    return subject_outputs(brainage.models.input_kind(wildcards.model))(wildcards)
 
 
 def built_atlases(wildcards):
