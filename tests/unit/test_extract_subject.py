@@ -60,7 +60,7 @@ def test_cli_end_to_end(tmp_path):
     assert meta["sources"] == {
         "bold": subject.bold.name, "mask": subject.mask.name, "confounds": subject.confounds.name,
     }
-    assert meta["atlas"] == "octants" and meta["atlas_kind"] == "labels"
+    assert meta["atlas"] == "octants" and meta["atlas_kind"] == "labels" and meta["lost_regions"] == ["roi_009"]
     # Octants of a 4-voxel-wide grid half inside a mask without its border: 27 of 64 voxels.
     assert meta["region_coverage"] == [round(27 / 64, 4)] * 8 + [0.0]
     vols = storage.read_volumes(out["volumes_out"])

@@ -249,7 +249,7 @@ def _extract(bold, mask, confounds_arg, denoised, loaded, cfg, qc, sources) -> _
     }
     provenance = [common | {"atlas": op.atlas.id, "atlas_kind": op.atlas.kind,
                             "region_coverage": [round(float(c), 4) for c in op.coverage],
-                            "missing_regions": qc["atlases"][op.atlas.id]["lost_regions"]}
+                            "lost_regions": qc["atlases"][op.atlas.id]["lost_regions"]}
                   for op in operators]
     return _Result([s.astype(np.float32) for s in series], volumes.scale_frames(frames, cfg.volume_scaling, tr),
                    coarse_mask, coarse_affine, provenance)
