@@ -101,18 +101,6 @@ def test_multi_member_gzip_and_large_data_offset(tmp_path):
     np.testing.assert_allclose(reference(multi, weights), expected, rtol=1e-13)
 
 
-def test_mean_divides_by_column_sums(tmp_path):
-    img = float_image((3, 3, 2, 4))
-    path = save(img, tmp_path, "bold.nii.gz")
-    labels = np.array([1, 1, 2, 2, 2, 0] * 3)  # Fortran-order voxel labels; column 3 (label 3) is empty
-    weights = sparse.csc_array((labels[:, None] == np.array([1, 2, 3])).astype(float))
-    frames = np.asanyarray(img.dataobj).reshape(-1, 4, order="F").T.astype(np.float64)
-    out = nifti.reduce_bold(path, weights, mean=True)
-    np.testing.assert_allclose(out[:, 0], frames[:, labels == 1].mean(axis=1), rtol=1e-12)
-    np.testing.assert_allclose(out[:, 1], frames[:, labels == 2].mean(axis=1), rtol=1e-12)
-    assert (out[:, 2] == 0).all()
-
-
 def test_read_header_reads_no_data(tmp_path):
     path = save(float_image((5, 4, 3, 6)), tmp_path, "bold.nii.gz")
     img = nifti.read_header(path)

@@ -51,7 +51,7 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
     return img
 
 
-def reduce_bold(path: str | os.PathLike, weights, *, mean: bool = False) -> np.ndarray:
+def reduce_bold(path: str | os.PathLike, weights) -> np.ndarray:
     """Multiply every frame of a 4D NIfTI by a sparse matrix while the file is decoded.
 
     Equals ``np.asanyarray(nib.load(path).dataobj).reshape(-1, n_timepoints, order="F").T
@@ -68,9 +68,6 @@ def reduce_bold(path: str | os.PathLike, weights, *, mean: bool = False) -> np.n
         Rows: every voxel of the 3D grid in NIfTI (Fortran, x fastest) order; columns: the
         signals wanted (e.g. region or block memberships). Voxels whose row holds no stored
         entry are never read into the product.
-    mean : bool
-        Divide each column by the sum of its weights (so 0/1 membership columns give means);
-        a column summing to zero gives zeros.
 
     Returns
     -------
@@ -99,10 +96,6 @@ def reduce_bold(path: str | os.PathLike, weights, *, mean: bool = False) -> np.n
     with closing(_frame_blocks(path, proxy.offset, proxy.dtype, n_voxels, n_timepoints)) as blocks:
         for start, block in blocks:
             out[start:start + len(block)] = _scaled(block[:, rows], proxy).astype(np.float64, copy=False) @ used
-    if mean:
-        sums = np.asarray(weights.sum(axis=0)).ravel()
-        np.divide(out, sums, out=out, where=sums != 0)
-        out[:, sums == 0] = 0.0
     return out
 
 
