@@ -13,7 +13,8 @@ from train_fixtures import TINY_PARAMS, ages_for, blob_mask, planted_series, pla
 
 from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, make_config
-from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes
+from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes, mirror_index
+from brainage.train.data import masked_frames
 from brainage.models.roi_gru import RoiGruNet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_unknown_model_lists_valid_names():
 
 
 def test_unknown_parameter_is_named_with_the_allowed_ones():
-    with pytest.raises(ValueError, match=r"'roi_gru': unknown parameter\(s\) hiden; allowed: batch_size, conv_channels"):
+    with pytest.raises(ValueError, match=r"'roi_gru': unknown parameter\(s\) hiden; allowed: batch_size, bf16, compile, conv_channels"):
         get_model("roi_gru", {"hiden": 3}, 0)
     with pytest.raises(ValueError, match=r"'dummy': unknown parameter\(s\) alpha; allowed: none"):
         get_model("dummy", {"alpha": 1}, 0)
@@ -125,7 +126,8 @@ def test_torch_models_reject_other_frame_shapes(name):
     model = get_model(name, TINY_PARAMS[name], seed=3)
     X, ages = _data(model.input_kind, 6)
     model.fit(X, ages)
-    with pytest.raises(ValueError, match=f"{name}: every subject needs frames of shape"):
+    shape = "on the same grid" if name == "cnn_rnn" else "of shape"
+    with pytest.raises(ValueError, match=f"{name}: every subject needs frames {shape}"):
         model.predict([x[:, :-1] for x in X])
 
 
@@ -202,12 +204,20 @@ def test_roi_gru_network_one_batch_shape():
 
 
 def test_cnn_rnn_network_one_batch_shape_and_frames_in_one_call():
-    net = CnnRnnNet((2, 3), hidden=4, rnn="gru", dropout=0.0)
+    mask = np.zeros((9, 10, 8), dtype=bool)
+    mask[2:7, 1:9, 3:] = True
+    net = CnnRnnNet((2, 3), hidden=4, rnn="gru", dropout=0.0, mask=mask)
     calls = []
-    net.encoder.register_forward_hook(lambda mod, inp, out: calls.append((inp[0].shape, out.shape)))
-    assert net(torch.randn(3, 5, 9, 10, 8)).shape == (3,)
+    net.encoder.register_forward_hook(lambda mod, inp, out: calls.append((inp[0], out.shape)))
+    x = torch.randn(3, 5, int(mask.sum()))
+    assert net(x).shape == (3,)
     # One encoder call on all B*T frames, each embedded into C*(1+8) features.
-    assert calls == [(torch.Size([15, 1, 9, 10, 8]), torch.Size([15, 3 * 9]))]
+    (frames, out_shape), = calls
+    assert frames.shape == (15, 1, 9, 10, 8) and out_shape == (15, 3 * 9)
+    # The in-mask voxels land where the mask says, zeros elsewhere, channels-last.
+    torch.testing.assert_close(frames[7, 0][torch.from_numpy(mask)], x[1, 2])
+    assert torch.all(frames[:, 0][:, torch.from_numpy(~mask)] == 0)
+    assert frames.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 @pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
@@ -256,7 +266,7 @@ _TRAINING_CHANGES = [("roi_gru", k, v) for k, v in
                       ("dropout", 0.6)]] + \
                     [("cnn_rnn", k, v) for k, v in
                      [("window", 3), ("epochs", 3), ("batch_size", 2), ("lr", 0.05), ("weight_decay", 5.0),
-                      ("dropout", 0.6), ("flip", False)]]
+                      ("dropout", 0.6), ("augment", False)]]
 
 
 @pytest.mark.parametrize(("name", "param", "value"), _TRAINING_CHANGES)
@@ -280,19 +290,33 @@ def test_same_seed_gives_identical_predictions(name):
 # --- augmentation -----------------------------------------------------------------------
 
 
+def test_mirror_index_maps_each_voxel_to_its_left_right_mirror():
+    mask = np.zeros((4, 2, 1), dtype=bool)
+    mask[[0, 1, 3], 0, 0] = True  # (0,0,0)<->(3,0,0) both in; (1,0,0)'s mirror (2,0,0) is out
+    mask[2, 1, 0] = True  # its mirror (1,1,0) is out
+    # In-mask order (C order): (0,0,0), (1,0,0), (2,1,0), (3,0,0); V = 4 means "outside".
+    np.testing.assert_array_equal(mirror_index(mask), [3, 4, 4, 0])
+
+
 def test_augment_volumes_flips_left_right_and_jitters_inside_the_brain_only():
-    x = torch.from_numpy(np.stack(planted_volumes(np.full(16, 40.0), np.random.default_rng(0), n_timepoints=3)))
+    grids = np.stack(planted_volumes(np.full(16, 40.0), np.random.default_rng(0), n_timepoints=3)).astype(np.float16)
+    frames, mask = masked_frames(list(grids))
+    x = torch.from_numpy(np.stack(frames)).float()
+    flip_index = torch.from_numpy(mirror_index(mask))
     gen = torch.Generator().manual_seed(0)
-    same = augment_volumes(x, gen, flip=False, scale_std=0.0, noise_std=0.0)
+    same = augment_volumes(x, gen, None, scale_std=0.0, noise_std=0.0)
     torch.testing.assert_close(same, x)
-    flipped = augment_volumes(x, gen, flip=True, scale_std=0.0, noise_std=0.0)
-    is_flipped = [bool(torch.equal(f, s.flip(1))) for f, s in zip(flipped, x)]
-    is_same = [bool(torch.equal(f, s)) for f, s in zip(flipped, x)]
+    flipped = augment_volumes(x, gen, flip_index, scale_std=0.0, noise_std=0.0)
+    # Back on the grid, a flipped window is the original mirrored along x (the mask is symmetric).
+    assert np.array_equal(mask, mask[::-1])
+    on_grid = np.zeros((16, 3, *mask.shape), dtype=np.float32)
+    on_grid[:, :, mask] = flipped.numpy()
+    is_flipped = [np.array_equal(g, o.astype(np.float32)[:, ::-1]) for g, o in zip(on_grid, grids)]
+    is_same = [np.array_equal(g, o.astype(np.float32)) for g, o in zip(on_grid, grids)]
     assert all(a != b for a, b in zip(is_flipped, is_same))  # planted blob is not symmetric
     assert 0 < sum(is_flipped) < 16
-    noisy = augment_volumes(x, gen, flip=False)
-    outside = torch.from_numpy(~blob_mask())
-    assert torch.all(noisy[:, :, outside] == 0) and not torch.equal(noisy, x)
+    noisy = augment_volumes(x, gen, None)
+    assert torch.all(noisy[x == 0] == 0) and not torch.equal(noisy, x)
 
 
 @pytest.mark.gpu

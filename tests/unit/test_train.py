@@ -15,9 +15,9 @@ from brainage import storage
 from brainage.errors import InputDataError
 from brainage.train.__main__ import main
 from brainage.train.checkpoint import load_checkpoint
-from brainage.train.data import WindowDataset, load_inputs, pad_left, sliding_windows
+from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, sliding_windows
 from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
-from brainage.train.loop import LoopSettings, train_network
+from brainage.train.loop import LoopSettings, make_loader, train_network
 
 
 # --- windows and inputs -----------------------------------------------------------------
@@ -32,25 +32,70 @@ def test_pad_left_prepends_zero_frames():
 def test_sliding_windows_tile_the_run_and_end_on_its_last_frame():
     a = np.arange(10, dtype=np.float16)[:, None] * np.ones((1, 2), np.float16)
     w = sliding_windows(a, 4)
-    assert w.shape == (3, 4, 2) and w.dtype == np.float32
+    assert w.shape == (3, 4, 2) and w.dtype == np.float16  # the stored precision travels
     np.testing.assert_array_equal(w[:, :, 0], [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]])
     np.testing.assert_array_equal(sliding_windows(a[:3], 4)[:, :, 0], [[0, 0, 1, 2]])
     assert sliding_windows(a[:8], 4).shape == (2, 4, 2)
 
 
-def test_window_dataset_cuts_contiguous_random_windows():
+def test_window_sampler_and_dataset_cut_contiguous_random_windows():
     arrays = [np.arange(20, dtype=np.float32)[:, None], np.arange(3, dtype=np.float32)[:, None] + 1]
-    ds = WindowDataset(arrays, np.array([0.5, -1.0]), window=5, rng=np.random.default_rng(0))
+    ds = WindowDataset(arrays, np.array([0.5, -1.0]), window=5)
+    sampler = WindowSampler(ds.lengths(), 5, batch_size=2, rng=np.random.default_rng(0))
     starts = set()
     for _ in range(20):
-        x, y = ds[0]
-        assert x.shape == (5, 1) and x.dtype == torch.float32 and float(y) == 0.5
-        np.testing.assert_array_equal(np.diff(x[:, 0].numpy()), 1.0)
-        starts.add(float(x[0, 0]))
+        (batch,) = list(sampler)  # one batch of both subjects per epoch, shuffled
+        assert sorted(i for i, _ in batch) == [0, 1]
+        for i, start in batch:
+            x, y = ds[(i, start)]
+            assert x.shape == (5, 1) and x.dtype == torch.float32 and float(y) == [0.5, -1.0][i]
+            if i == 0:
+                np.testing.assert_array_equal(np.diff(x[:, 0].numpy()), 1.0)
+                starts.add(start)
+            else:  # shorter than the window: its only window is the left-padded run
+                assert start == 0
+                np.testing.assert_array_equal(x[:, 0].numpy(), [0, 0, 1, 2, 3])
     assert len(starts) > 3 and max(starts) <= 15
-    np.testing.assert_array_equal(ds[1][0][:, 0].numpy(), [0, 0, 1, 2, 3])
+    assert len(WindowSampler([5] * 5, 2, 2, np.random.default_rng(0))) == 3
     with pytest.raises(ValueError, match="2 arrays for 1 targets"):
-        WindowDataset(arrays, np.array([1.0]), 5, np.random.default_rng(0))
+        WindowDataset(arrays, np.array([1.0]), 5)
+
+
+def test_loader_gives_the_same_batches_with_worker_processes():
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((int(n), 4)).astype(np.float16) for n in rng.integers(6, 20, 9)]
+    ds = WindowDataset(arrays, np.arange(9.0), window=6)
+    runs = []
+    for workers in (0, 2):
+        settings = LoopSettings(epochs=1, batch_size=4, lr=0.1, weight_decay=0.0, patience=1, workers=workers)
+        loader = make_loader(ds, settings, np.random.default_rng(7), torch.device("cpu"))
+        runs.append([(x.clone(), y.clone()) for _ in range(2) for x, y in loader])  # two epochs
+    assert len(runs[0]) == 6 and runs[0][0][0].dtype == torch.float16
+    for (x0, y0), (x1, y1) in zip(*runs):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert not torch.equal(runs[0][0][1], runs[0][3][1])  # epochs differ (reshuffled)
+
+
+def test_masked_frames_align_subjects_on_the_union_mask():
+    grid = (3, 2, 2)
+    a = np.zeros((2, *grid), np.float32)
+    a[:, 0, 0, 0], a[:, 1, 1, 1] = [1, 2], [3, 4]
+    b = np.zeros((3, *grid), np.float32)
+    b[:, 1, 1, 1], b[:, 2, 0, 1] = [5, 6, 7], [8, 9, 10]
+    vol = storage.Volumes("sub-b", b[:, b.any(axis=0)].astype(np.float16), b.any(axis=0), np.eye(4))
+    frames, mask = masked_frames([a, vol])
+    # Union mask in C order: (0,0,0), (1,1,1), (2,0,1).
+    assert mask.sum() == 3 and mask[0, 0, 0] and mask[1, 1, 1] and mask[2, 0, 1]
+    np.testing.assert_array_equal(frames[0], [[1, 3, 0], [2, 4, 0]])
+    np.testing.assert_array_equal(frames[1], [[0, 5, 8], [0, 6, 9], [0, 7, 10]])
+    assert frames[0].dtype == np.float16
+    # A given (training) mask: voxels outside it are dropped, missing ones are zero.
+    narrow = np.zeros(grid, bool)
+    narrow[1, 1, 1] = narrow[0, 1, 0] = True
+    (only,), _ = masked_frames([vol], narrow)
+    np.testing.assert_array_equal(only, [[0, 5], [0, 6], [0, 7]])
+    with pytest.raises(ValueError, match=r"same grid, found grids \[\(3, 2, 2\), \(4, 2, 2\)\]"):
+        masked_frames([a, np.zeros((2, 4, 2, 2))])
 
 
 def test_load_inputs_reads_cohort_subjects_in_order_and_ignores_others(tmp_path):
@@ -61,11 +106,12 @@ def test_load_inputs_reads_cohort_subjects_in_order_and_ignores_others(tmp_path)
     assert arrays[0].dtype == np.float32 and arrays[0].shape[1] == 6
 
 
-def test_load_inputs_volumes_are_full_grids(tmp_path):
+def test_load_inputs_volumes_are_masked_voxels(tmp_path):
     study = write_study(tmp_path, n=3, kind="volumes")
-    (grid,), _ = load_inputs(study["inputs"], ["sub-01"], "volumes")
-    assert grid.shape == (10, *blob_mask().shape) and grid.dtype == np.float16
-    assert np.all(grid[:, ~blob_mask()] == 0) and np.all(grid[:, blob_mask()] != 0)
+    (volumes,), _ = load_inputs(study["inputs"], ["sub-01"], "volumes")
+    assert isinstance(volumes, storage.Volumes) and volumes.participant_id == "sub-01"
+    assert volumes.data.shape == (10, blob_mask().sum()) and volumes.data.dtype == np.float16
+    np.testing.assert_array_equal(volumes.mask, blob_mask())
 
 
 def test_load_inputs_errors(tmp_path):
@@ -94,7 +140,7 @@ def test_load_inputs_errors(tmp_path):
 def test_loop_stops_early_and_restores_the_best_weights():
     net = torch.nn.Linear(3, 1)
     model = torch.nn.Sequential(torch.nn.Flatten(1), net, torch.nn.Flatten(0))  # (B, 1, 3) -> (B,)
-    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1, np.random.default_rng(0))
+    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1)
     maes, snapshots = iter([5.0, 4.0, 4.5, 6.0, 3.0]), []
 
     def validate(m):
@@ -102,8 +148,8 @@ def test_loop_stops_early_and_restores_the_best_weights():
         return next(maes)
 
     settings = LoopSettings(epochs=5, batch_size=2, lr=0.1, weight_decay=0.0, patience=2)
-    history = train_network(model, data, settings, generator=torch.Generator().manual_seed(0),
-                            device=torch.device("cpu"), validate=validate)
+    history = train_network(model, data, settings, rng=np.random.default_rng(0),
+                            generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), validate=validate)
     assert (history.epochs_run, history.best_epoch, history.valid_mae) == (4, 2, [5.0, 4.0, 4.5, 6.0])
     torch.testing.assert_close(net.weight, snapshots[1])
     assert not torch.equal(snapshots[1], snapshots[3])

@@ -31,6 +31,10 @@ class TorchConfig:
         See :class:`brainage.train.loop.LoopSettings`.
     dropout : float
         Dropout probability before the linear head.
+    bf16 : bool
+        bfloat16 autocast on CUDA GPUs (CPU runs float32).
+    compile : bool
+        ``torch.compile`` the network for training.
     """
 
     hidden: int = 32
@@ -41,6 +45,8 @@ class TorchConfig:
     weight_decay: float = 0.0001
     dropout: float = 0.2
     patience: int = 8
+    bf16: bool = True
+    compile: bool = False
 
     def __post_init__(self):
         minimum = {"hidden": 1, "window": 2, "epochs": 1, "batch_size": 1, "patience": 1}
@@ -70,6 +76,13 @@ class TorchAgeModel:
         Seeds weight initialisation, dropout, window starts, shuffling and augmentation.
     device : str, optional
         torch device; default "cuda" when available, else "cpu".
+    workers : int
+        Loader worker processes (does not change the result).
+    resume : path, optional
+        Per-epoch checkpoint of the training loop: written after each epoch, resumed from
+        when it exists (see :func:`brainage.train.loop.train_network`).
+    fingerprint : dict, optional
+        Identifies the run in ``resume`` (model, parameters, seed, subjects).
     """
 
     name = "torch"
@@ -80,28 +93,48 @@ class TorchAgeModel:
         self.config = config
         self.seed = int(seed)
         self.device = device
+        self.workers = 0
+        self.resume = None
+        self.fingerprint = None
 
     def build_network(self, sample_shape: tuple[int, ...]) -> nn.Module:
         """Return the untrained network for one subject's frame shape (subclasses)."""
         raise NotImplementedError
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Training-time augmentation of a CPU batch beyond random windows (none by default)."""
+        """Training-time augmentation of a batch on the device beyond random windows (none by default)."""
         return batch
 
     def loop_settings(self) -> LoopSettings:
         """The optimisation settings taken from the config."""
         c = self.config
-        return LoopSettings(c.epochs, c.batch_size, c.lr, c.weight_decay, c.patience)
+        return LoopSettings(
+            c.epochs, c.batch_size, c.lr, c.weight_decay, c.patience,
+            bf16=c.bf16, compile=c.compile, workers=int(self.workers),
+        )
 
-    def _arrays(self, X, expected_shape=None) -> list[np.ndarray]:
+    def _inputs(self, X, fitting: bool) -> list[np.ndarray]:
+        """Per-subject arrays as the network reads them; fitting fixes ``input_shape_``.
+
+        Series: float32 ``(n_timepoints, n_regions)`` with the same regions for everyone.
+        """
+        expected = None if fitting else self.input_shape_
         arrays = check_arrays(X, self.input_kind, self.name)
         shapes = sorted({a.shape[1:] for a in arrays})
-        if len(shapes) > 1 or (expected_shape is not None and shapes[0] != tuple(expected_shape)):
+        if len(shapes) > 1 or (expected is not None and shapes[0] != tuple(expected)):
             raise ValueError(
-                f"{self.name}: every subject needs frames of shape {expected_shape or shapes[0]}, found {shapes}"
+                f"{self.name}: every subject needs frames of shape {expected or shapes[0]}, found {shapes}"
             )
+        if fitting:
+            self.input_shape_ = tuple(int(n) for n in shapes[0])
         return arrays
+
+    def input_state(self) -> dict:
+        """What besides the weights rebuilds the network (subclasses; tensors and plain values)."""
+        return {}
+
+    def load_input_state(self, state: dict) -> None:
+        """Restore what :meth:`input_state` saved (subclasses)."""
 
     def fit(self, X, y, X_valid=None, y_valid=None):
         """Train on ``X`` and ages ``y`` (years); early-stop on ``X_valid``/``y_valid`` if given.
@@ -116,40 +149,39 @@ class TorchAgeModel:
             Inner validation subjects: early stopping and restoring the best weights.
             Without them all ``epochs`` run and the last weights are kept.
         """
-        arrays = self._arrays(X)
+        arrays = self._inputs(X, fitting=True)
         ages = check_ages(y, len(arrays), self.name)
-        self.input_shape_ = tuple(int(n) for n in arrays[0].shape[1:])
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.target_mean_ = float(ages.mean())
         self.target_std_ = float(ages.std()) or 1.0  # identical ages: keep the scale at 1 year
         torch.manual_seed(self.seed)  # weight initialisation and dropout
         self.network_ = self.build_network(self.input_shape_).to(self.device_)
-        dataset = WindowDataset(
-            arrays, (ages - self.target_mean_) / self.target_std_, self.config.window, np.random.default_rng(self.seed)
-        )
+        dataset = WindowDataset(arrays, (ages - self.target_mean_) / self.target_std_, self.config.window)
         validate = None
         if X_valid is not None:
-            valid = self._arrays(X_valid, self.input_shape_)
+            valid = self._inputs(X_valid, fitting=False)
             valid_ages = check_ages(y_valid, len(valid), self.name)
 
             def validate(net: nn.Module) -> float:
                 return float(np.mean(np.abs(self._predict_years(net, valid) - valid_ages)))
 
-        generator = torch.Generator().manual_seed(self.seed)
         self.history_ = train_network(
             self.network_, dataset, self.loop_settings(),
-            generator=generator, device=self.device_, validate=validate, augment=self.augment,
+            rng=np.random.default_rng(self.seed),
+            generator=torch.Generator(device=self.device_).manual_seed(self.seed),
+            device=self.device_, validate=validate, augment=self.augment,
+            checkpoint=self.resume, fingerprint=self.fingerprint,
         )
         self.fit_info_ = dataclasses.asdict(self.history_)
         return self
 
     def _predict_years(self, net: nn.Module, arrays: list[np.ndarray]) -> np.ndarray:
-        z = predict_network(net, arrays, self.config.window, self.config.batch_size, self.device_)
+        z = predict_network(net, arrays, self.config.window, self.config.batch_size, self.device_, self.config.bf16)
         return z * self.target_std_ + self.target_mean_
 
     def predict(self, X) -> np.ndarray:
         """Return predicted ages (years), shape (n_subjects,), float64 (mean over windows)."""
-        return self._predict_years(self.network_, self._arrays(X, self.input_shape_))
+        return self._predict_years(self.network_, self._inputs(X, fitting=False))
 
     def checkpoint_state(self) -> dict:
         """Everything needed to rebuild the fitted model; loads with ``weights_only=True``."""
@@ -161,6 +193,7 @@ class TorchAgeModel:
             "input_shape": list(self.input_shape_),
             "target_mean": self.target_mean_,
             "target_std": self.target_std_,
+            "inputs": self.input_state(),
             "state_dict": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()},
         }
 
@@ -169,6 +202,7 @@ class TorchAgeModel:
         self.input_shape_ = tuple(state["input_shape"])
         self.target_mean_ = float(state["target_mean"])
         self.target_std_ = float(state["target_std"])
+        self.load_input_state(state.get("inputs", {}))
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network_ = self.build_network(self.input_shape_)
         self.network_.load_state_dict(state["state_dict"])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch import nn
 
 from brainage.errors import ConfigError
+from brainage.models._inputs import check_arrays
 from brainage.models._torch import TorchAgeModel, TorchConfig
+from brainage.storage import Volumes
+from brainage.train.data import masked_frames
 
 # Training-time jitter. Inputs are z-scored per voxel, so 0.1 is 10 % of a voxel's standard
 # deviation: a small per-window gain (scanner/site intensity differences) and voxel noise.
@@ -29,13 +33,14 @@ class CnnRnnConfig(TorchConfig):
         Output channels of each 3D conv block; each block halves the grid.
     rnn : {"gru", "lstm"}
         Recurrent layer over the frame embeddings.
-    flip : bool
-        Random left-right (x axis) flips during training.
+    augment : bool
+        Random left-right flips, per-window gain and voxel noise during training (random
+        temporal windows are always used).
     """
 
     channels: tuple[int, ...] = (8, 16)
     rnn: str = "gru"
-    flip: bool = True
+    augment: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,8 +85,50 @@ class FrameEncoder(nn.Module):
         return torch.cat([pooled, local], dim=1)  # (N, E)
 
 
+class Unmask(nn.Module):
+    """Scatter in-mask voxels ``(N, V)`` onto the grid ``(N, 1, X, Y, Z)`` (zeros outside).
+
+    Frames travel as in-mask voxels (a fifth of the grid at 4 mm) and become grids on the
+    device, in the autocast dtype, channels-last (the layout cuDNN's 3D kernels prefer).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (X, Y, Z)
+    """
+
+    def __init__(self, mask: np.ndarray):
+        super().__init__()
+        mask = np.asarray(mask, dtype=bool)
+        self.grid_shape = tuple(int(n) for n in mask.shape)
+        self.register_buffer("index", torch.from_numpy(np.flatnonzero(mask)))
+        self.register_buffer("flip_index", torch.from_numpy(mirror_index(mask)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, V)`` to ``(N, 1, X, Y, Z)``."""
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else torch.float32
+        grid = x.new_zeros((x.shape[0], int(np.prod(self.grid_shape))), dtype=dtype)
+        grid[:, self.index] = x.to(dtype)
+        return grid.view(x.shape[0], 1, *self.grid_shape).contiguous(memory_format=torch.channels_last_3d)
+
+
+def mirror_index(mask: np.ndarray) -> np.ndarray:
+    """For each in-mask voxel, the position of its left-right mirror among the in-mask voxels.
+
+    x (the first axis) is the left-right axis on MNI-space grids with a diagonal affine, as
+    fMRIPrep writes them. A mirror voxel outside the mask gets ``V`` (one past the end: a
+    zero column appended before gathering).
+
+    Returns
+    -------
+    ndarray of int64, shape (V,)
+    """
+    position = np.full(mask.shape, mask.sum(), dtype=np.int64)
+    position[mask] = np.arange(mask.sum())
+    return position[::-1][mask]
+
+
 class CnnRnnNet(nn.Module):
-    """FrameEncoder shared across frames -> GRU/LSTM over frames -> dropout -> Linear.
+    """Unmask -> FrameEncoder shared across frames -> GRU/LSTM over frames -> dropout -> Linear.
 
     Parameters
     ----------
@@ -89,30 +136,33 @@ class CnnRnnNet(nn.Module):
     hidden : int
     rnn : {"gru", "lstm"}
     dropout : float
+    mask : ndarray of bool, shape (X, Y, Z)
+        The grid voxels the inputs carry.
     """
 
-    def __init__(self, channels: tuple[int, ...], hidden: int, rnn: str, dropout: float):
+    def __init__(self, channels: tuple[int, ...], hidden: int, rnn: str, dropout: float, mask: np.ndarray):
         super().__init__()
+        self.unmask = Unmask(mask)
         self.encoder = FrameEncoder(channels)
         self.rnn = _RNNS[rnn](self.encoder.out_features, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map windows ``(B, T, X, Y, Z)`` (float32) to z-scored ages ``(B,)``."""
+        """Map windows ``(B, T, V)`` of in-mask voxels (float16/32) to z-scored ages ``(B,)``."""
         b, t = x.shape[:2]
         # All frames of all windows through the CNN in one call.
-        frames = x.reshape(b * t, 1, *x.shape[2:])  # (B, T, X, Y, Z) -> (B*T, 1, X, Y, Z)
+        frames = self.unmask(x.reshape(b * t, -1))  # (B, T, V) -> (B*T, 1, X, Y, Z)
         e = self.encoder(frames).reshape(b, t, -1)  # (B*T, E) -> (B, T, E)
-        out, _ = self.rnn(e)  # (B, T, E) -> (B, T, H)
+        out, _ = self.rnn(e.float())  # (B, T, E) -> (B, T, H)
         return self.head(self.dropout(out[:, -1])).squeeze(-1)  # (B, H) -> (B,)
 
 
 def augment_volumes(
     batch: torch.Tensor,
     generator: torch.Generator,
+    flip_index: torch.Tensor | None,
     *,
-    flip: bool,
     scale_std: float = SCALE_JITTER,
     noise_std: float = NOISE_STD,
 ) -> torch.Tensor:
@@ -120,28 +170,31 @@ def augment_volumes(
 
     Parameters
     ----------
-    batch : Tensor, shape (B, T, X, Y, Z), float32, CPU
-        x is the left-right axis (true for MNI-space grids with a diagonal affine, as
-        fMRIPrep writes them).
+    batch : Tensor, shape (B, T, V)
+        In-mask voxels, on the generator's device.
     generator : torch.Generator
-    flip : bool
-        Flip each window with probability 1/2 (brain age is ~symmetric; doubles the data).
+    flip_index : Tensor of int64, shape (V,), optional
+        :func:`mirror_index` of the mask; each window is flipped with probability 1/2 (brain
+        age is ~symmetric; doubles the data). None: no flips.
     scale_std, noise_std : float
-        Per-window gain N(1, scale_std); voxel noise N(0, noise_std) inside the brain only
-        (voxels outside the mask stay exactly zero).
+        Per-window gain N(1, scale_std); voxel noise N(0, noise_std) on non-zero voxels only
+        (voxels outside a subject's brain stay exactly zero).
 
     Returns
     -------
-    Tensor, same shape
+    Tensor, shape (B, T, V), float32
     """
-    b = batch.shape[0]
-    if flip:
-        flipped = torch.rand(b, generator=generator) < 0.5
-        batch = torch.where(flipped[:, None, None, None, None], batch.flip(2), batch)
+    batch = batch.float()
+    b, device = batch.shape[0], batch.device
+    if flip_index is not None:
+        padded = torch.cat([batch, batch.new_zeros((*batch.shape[:2], 1))], dim=2)
+        flipped = torch.rand(b, generator=generator, device=device) < 0.5
+        batch = torch.where(flipped[:, None, None], padded[:, :, flip_index], batch)
     if scale_std:
-        batch = batch * (1.0 + scale_std * torch.randn(b, 1, 1, 1, 1, generator=generator))
+        batch = batch * (1.0 + scale_std * torch.randn(b, 1, 1, generator=generator, device=device))
     if noise_std:
-        batch = batch + noise_std * torch.randn(batch.shape, generator=generator) * (batch != 0)
+        noise = torch.randn(batch.shape, generator=generator, device=device)
+        batch = batch + noise_std * noise * (batch != 0)
     return batch
 
 
@@ -149,7 +202,9 @@ class CnnRnn(TorchAgeModel):
     """Brain age from downsampled fMRI frames: 3D CNN per frame, recurrent layer over frames.
 
     Trained on random ``window``-frame stretches with flips and jitter; a subject's prediction
-    is the mean over non-overlapping windows tiling its whole run.
+    is the mean over non-overlapping windows tiling its whole run. Inputs are
+    :class:`brainage.storage.Volumes` or full grids ``(n_timepoints, x, y, z)``; they are kept
+    as the voxels of the training subjects' union mask (``mask_``).
     """
 
     name = "cnn_rnn"
@@ -159,11 +214,37 @@ class CnnRnn(TorchAgeModel):
     def __init__(self, config: CnnRnnConfig = CnnRnnConfig(), seed: int = 0, device: str | None = None):
         super().__init__(config, seed, device)
 
+    def _inputs(self, X, fitting: bool) -> list[np.ndarray]:
+        items = list(X)
+        grids = [a for a in items if not isinstance(a, Volumes)]
+        if grids or not items:
+            check_arrays(grids, self.input_kind, self.name)
+        for v in items:
+            if isinstance(v, Volumes) and v.data.shape[0] == 0:
+                raise ValueError(f"{self.name}: subject {v.participant_id} has no time points")
+        try:
+            frames, mask = masked_frames(items, None if fitting else self.mask_)
+        except ValueError as err:
+            raise ValueError(f"{self.name}: {err}") from None
+        if fitting:
+            self.mask_, self.input_shape_ = mask, tuple(int(n) for n in mask.shape)
+        return frames
+
+    def input_state(self) -> dict:
+        """The training mask (a bool tensor)."""
+        return {"mask": torch.from_numpy(self.mask_.copy())}
+
+    def load_input_state(self, state: dict) -> None:
+        """Restore the training mask."""
+        self.mask_ = state["mask"].numpy().astype(bool)
+
     def build_network(self, sample_shape: tuple[int, ...]) -> CnnRnnNet:
-        """Return the network (any ``(x, y, z)`` grid: the summaries are adaptive)."""
+        """Return the network on the training mask's grid."""
         c = self.config
-        return CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout)
+        return CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout, self.mask_)
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flips (when ``flip``) and intensity/noise jitter; see :func:`augment_volumes`."""
-        return augment_volumes(batch, generator, flip=self.config.flip)
+        """Flips, gain and noise when ``augment``; see :func:`augment_volumes`."""
+        if not self.config.augment:
+            return batch
+        return augment_volumes(batch, generator, self.network_.unmask.flip_index)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from brainage import storage
 from brainage.errors import InputDataError
@@ -48,10 +48,10 @@ def load_inputs(
 
     Returns
     -------
-    arrays : list of ndarray
-        "series": float32 (n_timepoints, n_regions); "volumes": float16 (n_timepoints, x, y, z),
-        zeros outside the mask. float16 is the stored precision, so nothing is lost and memory
-        halves; batches are cast to float32 when they are cut.
+    arrays : list
+        "series": float32 ndarrays (n_timepoints, n_regions); "volumes":
+        :class:`brainage.storage.Volumes` (float16 in-mask voxels and the mask: the stored
+        precision and layout; :func:`masked_frames` aligns them, full grids are never built).
     sources : list of str
         File names (no folder) of the files read, in the same order (for provenance).
 
@@ -75,7 +75,7 @@ def load_inputs(
         reference = layout if reference is None else reference
         if layout != reference:
             raise InputDataError(f"{index[pid]}: {input_kind} layout {layout} differs from the first subject's {reference}")
-        if array.shape[0] == 0:
+        if (array.data if input_kind == "volumes" else array).shape[0] == 0:
             raise InputDataError(f"{index[pid]}: participant {pid!r} has no time points")
         arrays.append(array)
     return arrays, [os.path.basename(index[pid]) for pid in participant_ids]
@@ -88,7 +88,7 @@ def _read_one(path: str, input_kind: str) -> tuple[np.ndarray, object]:
         return series.data, tuple(series.labels)
     if input_kind == "volumes":
         volumes = storage.read_volumes(path)
-        return volumes.to_grid(np.float16), tuple(volumes.mask.shape)
+        return volumes, tuple(volumes.mask.shape)
     raise ValueError(f"unknown input kind {input_kind!r}; expected 'series' or 'volumes'")
 
 
@@ -120,7 +120,7 @@ def sliding_windows(array: np.ndarray, window: int) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n_windows, window, ...), float32
+    ndarray, shape (n_windows, window, ...), the input's dtype
         A run shorter than ``window`` gives one left-padded window.
     """
     array = pad_left(array, window)
@@ -129,39 +129,130 @@ def sliding_windows(array: np.ndarray, window: int) -> np.ndarray:
     if starts[-1] != n_timepoints - window:
         starts = np.append(starts, n_timepoints - window)
     # (n_windows, 1) + (1, window) -> frame indices; one fancy-indexing call, no frame loop.
-    return array[starts[:, None] + np.arange(window)].astype(np.float32, copy=False)
+    return array[starts[:, None] + np.arange(window)]
+
+
+def masked_frames(X, mask: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Put every subject's frames on one voxel list: the union of their masks, or ``mask``.
+
+    Volumes are kept as in-mask voxels, not full grids: at 4 mm a brain fills about a fifth of
+    its bounding box, so memory, host-to-device copies and loader work shrink five-fold. The
+    network scatters them back onto the grid on the device (``CnnRnnNet``).
+
+    Parameters
+    ----------
+    X : sequence of Volumes or ndarray
+        :class:`brainage.storage.Volumes` (as :func:`load_inputs` returns them) or full grids
+        ``(n_timepoints, x, y, z)`` (zeros outside the brain; the mask is where any frame is
+        non-zero). All on the same grid.
+    mask : ndarray of bool, shape (x, y, z), optional
+        The voxels to keep (a fitted model's training mask); voxels of a subject outside it are
+        dropped, mask voxels outside the subject's own mask are zero. Default: the union.
+
+    Returns
+    -------
+    frames : list of ndarray, each (n_timepoints, n_voxels), float16
+        In-mask voxels in C order of the grid.
+    mask : ndarray of bool, shape (x, y, z)
+
+    Raises
+    ------
+    ValueError
+        If the grids differ between subjects or from ``mask``.
+    """
+    pairs = [_own_mask(item) for item in X]
+    shapes = sorted({m.shape for _, m in pairs} | ({mask.shape} if mask is not None else set()))
+    if len(shapes) > 1:
+        raise ValueError(f"every subject needs frames on the same grid, found grids {shapes}")
+    if mask is None:
+        mask = np.logical_or.reduce([m for _, m in pairs])
+    keep = np.flatnonzero(mask)
+    frames = []
+    for data, own in pairs:
+        out = np.zeros((data.shape[0], keep.size), dtype=np.float16)
+        own_idx = np.flatnonzero(own)
+        pos = np.searchsorted(keep, own_idx).clip(max=max(keep.size - 1, 0))
+        inside = keep[pos] == own_idx if keep.size else np.zeros(own_idx.size, dtype=bool)
+        out[:, pos[inside]] = data[:, inside]  # one fancy-index per subject
+        frames.append(out)
+    return frames, mask
+
+
+def _own_mask(item) -> tuple[np.ndarray, np.ndarray]:
+    # (in-mask data (T, n_own), own mask) of a Volumes object or a full-grid array.
+    if isinstance(item, storage.Volumes):
+        return item.data, item.mask
+    grid = np.asarray(item)
+    if grid.ndim != 4:
+        raise ValueError(f"volumes need 4 dimensions (n_timepoints, x, y, z), got shape {grid.shape}")
+    own = np.any(grid != 0, axis=0)
+    return grid[:, own], own
+
+
+class WindowSampler(Sampler):
+    """Batches of ``(subject, start)`` pairs: shuffled subjects, one random window start each.
+
+    The random draws happen here, in the main process, so that loader worker processes only
+    cut the windows they are given: batches are the same for any number of workers, and the
+    generator's state (saved with each epoch's checkpoint) fixes the rest of the run.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Frames per subject.
+    window, batch_size : int
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, lengths, window: int, batch_size: int, rng: np.random.Generator):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.window, self.batch_size, self.rng = int(window), int(batch_size), rng
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.lengths))
+        # Runs shorter than the window are left-padded to it: their only start is 0.
+        starts = self.rng.integers(0, np.maximum(self.lengths[order] - self.window, 0) + 1)
+        pairs = list(zip(order.tolist(), starts.tolist()))
+        for i in range(0, len(pairs), self.batch_size):
+            yield pairs[i : i + self.batch_size]
 
 
 class WindowDataset(Dataset):
-    """One random temporal window per subject and access, with the subject's target.
+    """Training windows: item ``(subject, start)`` is that subject's frames ``start:start+window``.
 
     Random windows are the training augmentation for series and volumes alike: each epoch
-    sees a different stretch of every run.
+    sees a different stretch of every run (:class:`WindowSampler` draws them).
 
     Parameters
     ----------
     arrays : list of ndarray, each (n_timepoints, ...)
+        float32 series or float16 in-mask volumes; windows keep the dtype (float16 halves the
+        bytes copied to the GPU; the network casts).
     targets : ndarray, shape (n_subjects,)
         Training targets (z-scored ages).
     window : int
         Frames per window; shorter runs are left-padded with zeros.
-    rng : numpy.random.Generator
-        Draws the window starts (single-process loading keeps the order reproducible).
     """
 
-    def __init__(self, arrays: list[np.ndarray], targets: np.ndarray, window: int, rng: np.random.Generator):
+    def __init__(self, arrays: list[np.ndarray], targets: np.ndarray, window: int):
         if len(arrays) != len(targets):
             raise ValueError(f"{len(arrays)} arrays for {len(targets)} targets")
         self.arrays = arrays
         self.targets = np.asarray(targets, dtype=np.float32)
         self.window = int(window)
-        self.rng = rng
 
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def lengths(self) -> list[int]:
+        """Frames per subject (for :class:`WindowSampler`)."""
+        return [a.shape[0] for a in self.arrays]
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, start = item
         array = pad_left(self.arrays[i], self.window)
-        start = int(self.rng.integers(0, array.shape[0] - self.window + 1))
-        frames = np.ascontiguousarray(array[start : start + self.window], dtype=np.float32)
+        frames = np.ascontiguousarray(array[start : start + self.window])
         return torch.from_numpy(frames), torch.tensor(self.targets[i])

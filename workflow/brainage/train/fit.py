@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 INNER_FRACTION = 0.2
 # Folds of the inner cross-validation of the scikit-learn models ("inner" predictions).
 INNER_FOLDS = 5
+# The torch models' per-epoch training state in the fold's folder: a killed job resumes from
+# it; deleted once the fold's outputs are written.
+RESUME_NAME = "resume.pt"
 
 
 def derive_seeds(seed: int, fold: int, model: str) -> dict:
@@ -198,7 +202,11 @@ def train_model(
     test = np.flatnonzero(design["test"].to_numpy())
     heldout = np.flatnonzero(~cv)
     ages = design["age"].to_numpy(dtype=np.float64)
-    fit = _fit_torch if isinstance(estimator, TorchAgeModel) else _fit_sklearn
+    out_dir = Path(out_dir)
+    is_torch = isinstance(estimator, TorchAgeModel)
+    if is_torch:
+        _prepare_torch(estimator, threads, out_dir / RESUME_NAME, model, fold, params, seeds, design, train)
+    fit = _fit_torch if is_torch else _fit_sklearn
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
         inner_local, inner_pred = fit(estimator, [X[i] for i in train], ages[train], seeds["split"])
@@ -211,14 +219,28 @@ def train_model(
         inner, inner_pred,
     )
     card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
-    out_dir = Path(out_dir)
     provenance = {"params": card["params"], "seeds": seeds, "sources": sources}
     storage.write_table(out_dir / "predictions.parquet", predictions, kind="predictions", provenance=provenance)
-    if isinstance(estimator, TorchAgeModel):
+    if is_torch:
         save_checkpoint(out_dir / "checkpoint.pt", estimator, card)
     storage.write_json(out_dir / "card.json", card)
+    # The finished model is saved: the per-epoch state has served its purpose.
+    (out_dir / RESUME_NAME).unlink(missing_ok=True)
     logger.info("%s fold %d: inner MAE %.2f y, %.1f s", model, fold, card["inner_mae"], seconds)
     return card
+
+
+def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, design, train) -> None:
+    # Loader workers only pay on a GPU, where the CPU is otherwise idle; on the CPU the
+    # threads go to the arithmetic. Workers never change the result (the windows are drawn
+    # in the main process).
+    estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
+    estimator.resume = resume
+    # A resumed run must be the same run: same model, parameters, seeds and subjects.
+    estimator.fingerprint = {
+        "model": model, "fold": int(fold), "params": json.loads(json.dumps(params)), "seeds": seeds,
+        "train": design["participant_id"].to_numpy()[train].astype(str).tolist(),
+    }
 
 
 def _set_determinism(model_seed: int, threads: int) -> None:

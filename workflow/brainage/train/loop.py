@@ -1,27 +1,35 @@
-"""Shared torch training loop: AdamW, MSE on z-scored age, early stopping on inner validation MAE."""
+"""Shared torch training loop: AdamW, MSE on z-scored age, early stopping, per-epoch checkpoints."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from brainage.train.data import sliding_windows
+from brainage.storage import atomic_path
+from brainage.train.data import WindowDataset, WindowSampler, sliding_windows
 
 logger = logging.getLogger(__name__)
+
+# Batches each loader worker keeps ready: enough to cover a slow step without holding many
+# pinned copies of a batch.
+_PREFETCH = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
-    """Optimisation settings (the model's config fields of the same names).
+    """Optimisation and execution settings (mostly the model's config fields of the same names).
 
     Attributes
     ----------
@@ -33,6 +41,13 @@ class LoopSettings:
         AdamW learning rate and decoupled weight decay (Loshchilov & Hutter 2019).
     patience : int
         Stop after this many epochs without a lower validation MAE.
+    bf16 : bool
+        bfloat16 autocast on CUDA (matrix units at full rate, float32 weights and optimiser);
+        ignored on CPU, where float32 is faster for these shapes.
+    compile : bool
+        ``torch.compile`` the network for training (first epoch pays the compilation).
+    workers : int
+        Loader worker processes cutting windows ahead of the step (0: in the main process).
     """
 
     epochs: int
@@ -40,6 +55,9 @@ class LoopSettings:
     lr: float
     weight_decay: float
     patience: int
+    bf16: bool = True
+    compile: bool = False
+    workers: int = 0
 
 
 @dataclasses.dataclass
@@ -55,23 +73,64 @@ class History:
     best_epoch : int or None
         1-based epoch whose weights were kept (None without validation: the last epoch's).
     epochs_run : int
+    epoch_seconds, data_wait_seconds : list of float
+        Wall time per epoch, and the part of it spent waiting for the loader's next batch.
+    resumed_from : int or None
+        The epoch whose checkpoint this run continued from.
     """
 
     train_loss: list[float] = dataclasses.field(default_factory=list)
     valid_mae: list[float] = dataclasses.field(default_factory=list)
     best_epoch: int | None = None
     epochs_run: int = 0
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+    data_wait_seconds: list[float] = dataclasses.field(default_factory=list)
+    resumed_from: int | None = None
+
+
+@dataclasses.dataclass
+class _State:
+    # Everything that changes from epoch to epoch; saved whole after each epoch.
+    history: History
+    best_state: dict | None = None
+    best_mae: float = math.inf
+    stale: int = 0
+
+
+def autocast(device: torch.device, bf16: bool):
+    """The autocast context of a step: bfloat16 on CUDA when asked, a no-op otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16) and device.type == "cuda")
+
+
+def make_loader(dataset: WindowDataset, settings: LoopSettings, rng: np.random.Generator, device: torch.device):
+    """The training DataLoader: windows drawn by :class:`WindowSampler`, cut by the workers.
+
+    On CUDA, batches land in pinned memory so the copy to the GPU runs asynchronously.
+    """
+    sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng)
+    workers = int(settings.workers)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=_PREFETCH if workers > 0 else None,
+    )
 
 
 def train_network(
     net: nn.Module,
-    dataset: Dataset,
+    dataset: WindowDataset,
     settings: LoopSettings,
     *,
+    rng: np.random.Generator,
     generator: torch.Generator,
     device: torch.device,
     validate: Callable[[nn.Module], float] | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    fingerprint: dict | None = None,
 ) -> History:
     """Train ``net`` in place; with ``validate``, stop early and restore the best weights.
 
@@ -79,71 +138,150 @@ def train_network(
     ----------
     net : torch.nn.Module
         Maps a batch of windows to z-scored ages ``(B,)``; already on ``device``.
-    dataset : torch Dataset
-        Yields ``(window, target)`` pairs (float32 tensors).
+    dataset : WindowDataset
     settings : LoopSettings
-    generator : torch.Generator (CPU)
-        Shuffles the subjects and drives ``augment``: one seeded source of randomness.
+    rng : numpy.random.Generator
+        Shuffles the subjects and draws the window starts.
+    generator : torch.Generator on ``device``
+        Drives ``augment``.
     device : torch.device
     validate : callable, optional
         ``validate(net) -> MAE in years`` on the inner validation subjects.
     augment : callable, optional
-        ``augment(batch, generator) -> batch`` applied to CPU batches before the step.
+        ``augment(batch, generator) -> batch``, applied on the device before the step.
+    checkpoint : path, optional
+        Written atomically after every epoch (weights, optimiser, random states, history);
+        if it exists and its ``fingerprint`` matches, training resumes after its epoch and
+        ends as an uninterrupted run would (exactly, in deterministic mode on CPU).
+    fingerprint : dict, optional
+        What identifies this run (model, parameters, seed, subjects); a checkpoint with
+        another fingerprint is ignored, with a warning.
 
     Returns
     -------
     History
     """
-    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator)
     optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    history, best_state, best_mae, stale = History(), None, math.inf, 0
-    for epoch in range(1, settings.epochs + 1):
+    state = _State(History())
+    first = 1
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = _load_epoch_state(checkpoint, fingerprint)
+        if saved is not None:
+            first = _restore(saved, net, optimiser, state, rng, generator, device) + 1
+    loader = make_loader(dataset, settings, rng, device)
+    step_net = torch.compile(net) if settings.compile else net
+    for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
-        history.train_loss.append(_train_epoch(net, loader, optimiser, augment, generator, device))
+        loss, wait = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
+        history = state.history
+        history.train_loss.append(loss)
         history.epochs_run = epoch
         mae = float(validate(net)) if validate is not None else math.nan
+        history.epoch_seconds.append(time.perf_counter() - start)
+        history.data_wait_seconds.append(wait)
         logger.info(
-            "epoch %d/%d: train loss %.4f, inner MAE %.2f y (%.1f s)",
-            epoch, settings.epochs, history.train_loss[-1], mae, time.perf_counter() - start,
+            "epoch %d/%d: train loss %.4f, inner MAE %.2f y (%.1f s, %.1f s waiting for data)",
+            epoch, settings.epochs, loss, mae, history.epoch_seconds[-1], wait,
         )
-        if validate is None:
-            continue
-        history.valid_mae.append(mae)
-        if mae < best_mae:
-            best_mae, best_state, stale, history.best_epoch = mae, _copy_state(net), 0, epoch
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                logger.info("early stop after epoch %d: best inner MAE %.2f y at epoch %d", epoch, best_mae, history.best_epoch)
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    return history
+        stop = validate is not None and _track_best(state, net, mae, epoch, settings.patience)
+        if checkpoint is not None:
+            _save_epoch_state(checkpoint, epoch, net, optimiser, state, rng, generator, fingerprint)
+        if stop:
+            logger.info("early stop after epoch %d: best inner MAE %.2f y at epoch %d",
+                        epoch, state.best_mae, history.best_epoch)
+            break
+    if state.best_state is not None:
+        net.load_state_dict(state.best_state)
+    return state.history
 
 
-def _train_epoch(net, loader, optimiser, augment, generator, device) -> float:
+def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience: int) -> bool:
+    # Record the epoch's validation MAE; return True when training should stop.
+    state.history.valid_mae.append(mae)
+    if mae < state.best_mae:
+        state.best_mae, state.best_state, state.stale = mae, _copy_state(net), 0
+        state.history.best_epoch = epoch
+        return False
+    state.stale += 1
+    return state.stale >= patience
+
+
+def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tuple[float, float]:
     net.train()
-    total, count = 0.0, 0
-    for x, y in loader:
+    total, count, wait = 0.0, 0, 0.0
+    batches = iter(loader)
+    while True:
+        tick = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        wait += time.perf_counter() - tick
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if augment is not None:
             x = augment(x, generator)
-        x, y = x.to(device), y.to(device)
         optimiser.zero_grad(set_to_none=True)
-        loss = F.mse_loss(net(x), y)
+        with autocast(device, bf16):
+            prediction = net(x)
+        loss = F.mse_loss(prediction.float(), y)
         loss.backward()
         optimiser.step()
         total += float(loss.detach()) * len(y)
         count += len(y)
-    return total / count
+    return total / count, wait
 
 
 def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+def _save_epoch_state(path, epoch, net, optimiser, state, rng, generator, fingerprint) -> None:
+    saved = {
+        "fingerprint": fingerprint or {},
+        "epoch": epoch,
+        "net": _copy_state(net),
+        "optimiser": optimiser.state_dict(),
+        "history": dataclasses.asdict(state.history),
+        "best_state": state.best_state,
+        "best_mae": state.best_mae,
+        "stale": state.stale,
+        # numpy's PCG64 state holds 128-bit integers: kept as text, which weights_only loads.
+        "rng": repr(rng.bit_generator.state),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(saved, tmp)
+
+
+def _load_epoch_state(path, fingerprint) -> dict | None:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("fingerprint") != (fingerprint or {}):
+        logger.warning("%s: checkpoint of another run (fingerprint differs); training from the start", path)
+        return None
+    logger.info("%s: resuming after epoch %d", path, saved["epoch"])
+    return saved
+
+
+def _restore(saved, net, optimiser, state, rng, generator, device) -> int:
+    net.load_state_dict(saved["net"])
+    optimiser.load_state_dict(saved["optimiser"])
+    state.history = History(**saved["history"])
+    state.history.resumed_from = saved["epoch"]
+    state.best_state = saved["best_state"]
+    state.best_mae, state.stale = float(saved["best_mae"]), int(saved["stale"])
+    rng.bit_generator.state = ast.literal_eval(saved["rng"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] and device.type == "cuda":
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return int(saved["epoch"])
+
+
 @torch.no_grad()
 def predict_network(
-    net: nn.Module, arrays: list[np.ndarray], window: int, batch_size: int, device: torch.device
+    net: nn.Module, arrays: list[np.ndarray], window: int, batch_size: int, device: torch.device, bf16: bool = True
 ) -> np.ndarray:
     """Predict each subject as the mean over windows covering its whole run.
 
@@ -158,6 +296,8 @@ def predict_network(
     window : int
     batch_size : int
         Windows per forward pass.
+    bf16 : bool
+        bfloat16 autocast on CUDA (as in training).
 
     Returns
     -------
@@ -167,9 +307,15 @@ def predict_network(
     was_training = net.training
     net.eval()
     out = np.empty(len(arrays), dtype=np.float64)
+    pin = device.type == "cuda"
     for i, array in enumerate(arrays):
         windows = torch.from_numpy(sliding_windows(array, window))  # (n_windows, window, ...)
-        preds = [net(chunk.to(device)) for chunk in torch.split(windows, batch_size)]
+        if pin:
+            windows = windows.pin_memory()
+        preds = []
+        for chunk in torch.split(windows, batch_size):
+            with autocast(device, bf16):
+                preds.append(net(chunk.to(device, non_blocking=True)).float())
         out[i] = float(torch.cat(preds).mean())
     net.train(was_training)
     return out
