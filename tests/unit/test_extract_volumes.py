@@ -88,6 +88,22 @@ def test_fractional_blocks_hand_computed():
     np.testing.assert_allclose(coarse[:3, 3], [0.5, 0, 0])  # fine x from -1.5 to 2.5 mm: centre 0.5
 
 
+def test_fractional_blocks_are_judged_against_their_own_size():
+    # 3 -> 4 mm in all axes: per axis the blocks hold 1 or 2 voxels (pattern 1, 2, 1 over 4
+    # voxels), so a block holds 1 to 8 voxels. A whole brain keeps every block, including the
+    # 1-voxel ones (1 < 0.5 x (4/3)^3 = 1.19 would drop them: a lattice of holes in the brain).
+    affine = np.diag([3.0, 3, 3, 1])
+    ratio = block_ratio(affine, 4)
+    _, mask, _ = block_operator(np.ones((12, 12, 12), bool), affine, ratio)
+    assert mask.shape == (9, 9, 9) and mask.all()
+    # Half of a 2x2x2 block (4 of 8 voxels) is kept, 3 of 8 is not.
+    brain = np.zeros((4, 4, 4), bool)
+    brain[1, 1:3, 1:3] = True  # block (1, 1, 1) holds fine voxels 1..2 on every axis
+    assert block_operator(brain, affine, ratio)[1][1, 1, 1]
+    brain[1, 1, 1] = False
+    assert not block_operator(brain, affine, ratio)[1][1, 1, 1]
+
+
 def test_voxel_scaling_is_zscore_with_sample_sd_and_constant_voxels_zero():
     frames = np.array([[1.0, 7.0], [2.0, 7.0], [3.0, 7.0], [6.0, 7.0]])
     z = scale_frames(frames, "voxel", 2.0)

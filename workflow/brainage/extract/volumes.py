@@ -65,7 +65,8 @@ def block_operator(brain: np.ndarray, affine: np.ndarray, ratio: float | np.ndar
     (whole ratios) the blocks are ``ratio``-sided cubes, padded (conceptually, outside the brain)
     to a multiple of ``ratio``; otherwise blocks hold ``floor`` or ``ceil(ratio)`` fine voxels per
     axis. A block enters the coarse mask when its in-mask voxels number at least
-    ``MIN_BLOCK_COVERAGE`` of ``prod(ratio)``; its value is the mean over those voxels only. On
+    ``MIN_BLOCK_COVERAGE`` of its size (``prod(ratio)`` for whole ratios, its own count of
+    fine voxels otherwise); its value is the mean over those voxels only. On
     4D data this is a fraction of the cost of ``resample_img``, and it is linear, so it commutes
     with cleaning.
 
@@ -90,13 +91,28 @@ def block_operator(brain: np.ndarray, affine: np.ndarray, ratio: float | np.ndar
     block = np.ravel_multi_index(tuple(np.floor((i + 0.5) / r).astype(np.int64) for i, r in zip(ijk, ratio, strict=True)),
                                  shape)
     counts = np.bincount(block, minlength=int(np.prod(shape)))
-    keep = counts >= MIN_BLOCK_COVERAGE * np.prod(ratio) - 1e-9
+    # counts > 0: a fractional ratio can leave an edge block with no fine voxel at all.
+    keep = (counts > 0) & (counts >= MIN_BLOCK_COVERAGE * _block_sizes(brain.shape, ratio, shape) - 1e-9)
     column = np.where(keep, np.cumsum(keep) - 1, -1)[block]
     member = column >= 0
     rows = np.ravel_multi_index(ijk, brain.shape, order="F")[member]
     weights = sparse.csc_array((1.0 / counts[block[member]], (rows, column[member])),
                                shape=(brain.size, int(keep.sum())))
     return weights, keep.reshape(shape), coarse_affine(affine, ratio)
+
+
+def _block_sizes(fine: tuple[int, ...], ratio: np.ndarray, coarse: tuple[int, ...]) -> np.ndarray:
+    # Fine grid voxels per coarse block, C order. A whole ratio counts the padding past the grid
+    # edge as outside the brain (every block is a full cube); a fractional ratio gives blocks of
+    # floor or ceil(ratio) voxels per axis, and a block is judged against its own size: with
+    # prod(ratio) instead, 3 -> 4 mm blocks of a single 3 mm voxel (8 of 27) could never pass.
+    sizes = []
+    for n, r, m in zip(fine, ratio, coarse, strict=True):
+        if abs(r - round(r)) < 1e-9:
+            sizes.append(np.full(m, round(r)))
+        else:
+            sizes.append(np.bincount(np.floor((np.arange(n) + 0.5) / r).astype(np.int64), minlength=m))
+    return np.einsum("i,j,k->ijk", *sizes).ravel()
 
 
 def scale_frames(frames: np.ndarray, scaling: str, t_r: float) -> np.ndarray:
