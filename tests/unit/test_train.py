@@ -15,9 +15,9 @@ from brainage import storage
 from brainage.errors import InputDataError
 from brainage.train.__main__ import main
 from brainage.train.checkpoint import load_checkpoint
-from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, sliding_windows
+from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
 from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
-from brainage.train.loop import LoopSettings, make_loader, train_network
+from brainage.train.loop import LoopSettings, make_loader, predict_network, train_network
 
 
 # --- windows and inputs -----------------------------------------------------------------
@@ -29,13 +29,21 @@ def test_pad_left_prepends_zero_frames():
     assert pad_left(a, 2) is a
 
 
-def test_sliding_windows_tile_the_run_and_end_on_its_last_frame():
-    a = np.arange(10, dtype=np.float16)[:, None] * np.ones((1, 2), np.float16)
-    w = sliding_windows(a, 4)
-    assert w.shape == (3, 4, 2) and w.dtype == np.float16  # the stored precision travels
-    np.testing.assert_array_equal(w[:, :, 0], [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]])
-    np.testing.assert_array_equal(sliding_windows(a[:3], 4)[:, :, 0], [[0, 0, 1, 2]])
-    assert sliding_windows(a[:8], 4).shape == (2, 4, 2)
+def test_window_starts_tile_the_run_and_end_on_its_last_frame():
+    np.testing.assert_array_equal(window_starts(10, 4), [0, 4, 6])
+    np.testing.assert_array_equal(window_starts(8, 4), [0, 4])
+    np.testing.assert_array_equal(window_starts(4, 4), [0])
+
+
+def test_predict_network_averages_the_windows_of_each_run():
+    # A "network" returning each window's first frame value: the prediction is the mean of the
+    # window starts' values, windows as window_starts cuts them (short runs left-padded).
+    net = torch.nn.Sequential()
+    net.forward = lambda x: x[:, 0, 0].float()
+    runs = [np.arange(10, dtype=np.float16)[:, None], np.arange(1, 4, dtype=np.float16)[:, None]]
+    out = predict_network(net, runs, 4, 2, torch.device("cpu"))
+    np.testing.assert_allclose(out, [np.mean([0, 4, 6]), 0.0])
+    assert out.dtype == np.float64
 
 
 def test_window_sampler_and_dataset_cut_contiguous_random_windows():
@@ -74,6 +82,20 @@ def test_loader_gives_the_same_batches_with_worker_processes():
     for (x0, y0), (x1, y1) in zip(*runs):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert not torch.equal(runs[0][0][1], runs[0][3][1])  # epochs differ (reshuffled)
+
+
+def test_device_resident_windows_train_exactly_as_the_loader():
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((int(n), 3)).astype(np.float32) for n in rng.integers(3, 15, 10)]
+    histories = []
+    for placement in ("loader", "device"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(5 * 3, 1), torch.nn.Flatten(0))
+        settings = LoopSettings(epochs=3, batch_size=4, lr=0.05, weight_decay=0.0, patience=3, placement=placement)
+        histories.append(train_network(net, WindowDataset(arrays, np.arange(10.0), 5), settings,
+                                       rng=np.random.default_rng(1), generator=torch.Generator().manual_seed(0),
+                                       device=torch.device("cpu")).train_loss)
+    assert histories[0] == histories[1] and len(histories[0]) == 3
 
 
 def test_masked_frames_align_subjects_on_the_union_mask():

@@ -110,26 +110,26 @@ def pad_left(array: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([np.zeros((missing, *array.shape[1:]), dtype=array.dtype), array])
 
 
-def sliding_windows(array: np.ndarray, window: int) -> np.ndarray:
-    """Cut a run into non-overlapping windows covering every frame (the last one ends the run).
+def window_starts(n_timepoints: int, window: int) -> np.ndarray:
+    """First frames of non-overlapping windows covering a run; the last one ends the run.
+
+    ``predict_network`` reads every frame this way: a run of 10 frames in windows of 4 gives
+    starts 0, 4, 6 (frames 6-7 are read twice, none is skipped).
 
     Parameters
     ----------
-    array : ndarray, shape (n_timepoints, ...)
+    n_timepoints : int
+        Frames of the run, at least ``window`` (shorter runs are left-padded first).
     window : int
 
     Returns
     -------
-    ndarray, shape (n_windows, window, ...), the input's dtype
-        A run shorter than ``window`` gives one left-padded window.
+    ndarray of int64, shape (n_windows,)
     """
-    array = pad_left(array, window)
-    n_timepoints = array.shape[0]
     starts = np.arange(0, n_timepoints - window + 1, window)
     if starts[-1] != n_timepoints - window:
         starts = np.append(starts, n_timepoints - window)
-    # (n_windows, 1) + (1, window) -> frame indices; one fancy-indexing call, no frame loop.
-    return array[starts[:, None] + np.arange(window)]
+    return starts
 
 
 def masked_frames(X, mask: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from brainage.storage import atomic_path
-from brainage.train.data import WindowDataset, WindowSampler, sliding_windows
+from brainage.train.data import WindowDataset, WindowSampler, pad_left, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ class LoopSettings:
         ``torch.compile`` the network for training (first epoch pays the compilation).
     workers : int
         Loader worker processes cutting windows ahead of the step (0: in the main process).
+    placement : {"auto", "device", "loader"}
+        "device" uploads every training frame to the device once and cuts windows there;
+        "loader" cuts them on the CPU (workers, pinned memory); "auto" takes "device" on CUDA
+        when the frames fill at most a quarter of the free GPU memory. Same batches either way.
     """
 
     epochs: int
@@ -58,6 +62,7 @@ class LoopSettings:
     bf16: bool = True
     compile: bool = False
     workers: int = 0
+    placement: str = "auto"
 
 
 @dataclasses.dataclass
@@ -100,6 +105,43 @@ class _State:
 def autocast(device: torch.device, bf16: bool):
     """The autocast context of a step: bfloat16 on CUDA when asked, a no-op otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16) and device.type == "cuda")
+
+
+class DeviceWindows:
+    """Every training frame resident on the device; a batch is one gather, no loader.
+
+    A few hundred subjects of float16 in-mask volumes take a few GB: on a GPU the copy over
+    PCIe then happens once instead of every step, and cutting windows is index arithmetic.
+
+    Parameters
+    ----------
+    dataset : WindowDataset
+    device : torch.device
+    """
+
+    def __init__(self, dataset: WindowDataset, device: torch.device):
+        padded = [pad_left(a, dataset.window) for a in dataset.arrays]
+        self.frames = torch.cat([torch.from_numpy(a) for a in padded]).to(device)  # (sum T, ...)
+        self.offsets = torch.tensor(np.cumsum([0] + [len(a) for a in padded[:-1]]), device=device)
+        self.targets = torch.from_numpy(dataset.targets).to(device)
+        self.steps = torch.arange(dataset.window, device=device)
+        self.device = device
+
+    def batch(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows ``(B, window, ...)`` and targets ``(B,)`` of ``(subject, start)`` pairs."""
+        index = torch.tensor(pairs, dtype=torch.int64).to(self.device, non_blocking=True)
+        rows = (self.offsets[index[:, 0]] + index[:, 1])[:, None] + self.steps  # (B, window)
+        return self.frames[rows], self.targets[index[:, 0]]
+
+
+def resident(dataset: WindowDataset, settings: LoopSettings, device: torch.device) -> bool:
+    """Whether the training frames live on the device (see ``LoopSettings.placement``)."""
+    if settings.placement != "auto":
+        return settings.placement == "device"
+    if device.type != "cuda":
+        return False
+    nbytes = sum(a.nbytes for a in dataset.arrays)
+    return nbytes <= torch.cuda.mem_get_info(device)[0] / 4
 
 
 def make_loader(dataset: WindowDataset, settings: LoopSettings, rng: np.random.Generator, device: torch.device):
@@ -161,15 +203,27 @@ def train_network(
     -------
     History
     """
-    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # fused: one kernel for the whole update on CUDA instead of several per parameter.
+    optimiser = torch.optim.AdamW(
+        net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=device.type == "cuda"
+    )
     state = _State(History())
     first = 1
     if checkpoint is not None and Path(checkpoint).exists():
         saved = _load_epoch_state(checkpoint, fingerprint)
         if saved is not None:
             first = _restore(saved, net, optimiser, state, rng, generator, device) + 1
-    loader = make_loader(dataset, settings, rng, device)
-    step_net = torch.compile(net) if settings.compile else net
+    if resident(dataset, settings, device):
+        windows = DeviceWindows(dataset, device)
+        sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng)
+        loader = _Batches(sampler, windows.batch)
+    else:
+        loader = make_loader(dataset, settings, rng, device)
+    if settings.compile:
+        # The frame encoder only, in place (the weights keep their names): the recurrent
+        # layer and the scatter onto the grid would break the graph.
+        getattr(net, "encoder", net).compile()
+    step_net = net
     for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
         loss, wait = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
@@ -195,6 +249,15 @@ def train_network(
     return state.history
 
 
+class _Batches:
+    # Iterable over an epoch's batches of device windows, drawn by the sampler.
+    def __init__(self, sampler: WindowSampler, cut):
+        self.sampler, self.cut = sampler, cut
+
+    def __iter__(self):
+        return (self.cut(pairs) for pairs in self.sampler)
+
+
 def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience: int) -> bool:
     # Record the epoch's validation MAE; return True when training should stop.
     state.history.valid_mae.append(mae)
@@ -208,7 +271,9 @@ def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience:
 
 def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tuple[float, float]:
     net.train()
-    total, count, wait = 0.0, 0, 0.0
+    # The loss is summed on the device: reading it every step would make the CPU wait for the
+    # GPU, and the next step's launches could no longer overlap the current step's kernels.
+    total, count, wait = torch.zeros((), device=device), 0, 0.0
     batches = iter(loader)
     while True:
         tick = time.perf_counter()
@@ -226,9 +291,9 @@ def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tu
         loss = F.mse_loss(prediction.float(), y)
         loss.backward()
         optimiser.step()
-        total += float(loss.detach()) * len(y)
+        total += loss.detach() * len(y)
         count += len(y)
-    return total / count, wait
+    return float(total) / count, wait
 
 
 def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -306,16 +371,15 @@ def predict_network(
     """
     was_training = net.training
     net.eval()
-    out = np.empty(len(arrays), dtype=np.float64)
-    pin = device.type == "cuda"
-    for i, array in enumerate(arrays):
-        windows = torch.from_numpy(sliding_windows(array, window))  # (n_windows, window, ...)
-        if pin:
-            windows = windows.pin_memory()
-        preds = []
-        for chunk in torch.split(windows, batch_size):
-            with autocast(device, bf16):
-                preds.append(net(chunk.to(device, non_blocking=True)).float())
-        out[i] = float(torch.cat(preds).mean())
+    means = []
+    for array in arrays:
+        # One copy of the run to the device; the windows are cut there (the frames they share
+        # are not copied again).
+        run = torch.from_numpy(pad_left(array, window)).to(device)
+        windows = run[torch.from_numpy(window_starts(run.shape[0], window)).to(device)[:, None]
+                      + torch.arange(window, device=device)]  # (n_windows, window, ...)
+        with autocast(device, bf16):
+            preds = torch.cat([net(chunk).float() for chunk in torch.split(windows, batch_size)])
+        means.append(preds.mean())
     net.train(was_training)
-    return out
+    return torch.stack(means).double().cpu().numpy() if means else np.empty(0)
