@@ -222,6 +222,7 @@ VARIANTS = {
     "loader_no_workers": Variant("loader_no_workers", placement="loader", workers=0),
     "fp32": Variant("fp32", bf16=False),
     "batch32": Variant("batch32", batch_size=32),
+    "batch64": Variant("batch64", batch_size=64),
     "batch32_compile": Variant("batch32_compile", batch_size=32, compile=True),
     "wide": Variant("wide", batch_size=32, channels=(32, 64, 128)),
 }

@@ -289,6 +289,26 @@ def model_params(wildcards):
     return json.dumps(config["models"].get(wildcards.model, {}), sort_keys=True)
 
 
+def pretrain_params(wildcards):
+    """The pretraining parameters as canonical JSON: the ``pretrain`` section and the encoder's channels."""
+    # Filled from the schema when the config does not set it.
+    channels = config["models"]["cnn_rnn"]["channels"]
+    return json.dumps({"channels": channels, **config["pretrain"]}, sort_keys=True)
+
+
+def pretrained_encoder(wildcards):
+    """The fold's pretrained frame encoder for a cnn_rnn job with ``pretrain: true``; else nothing."""
+    if wildcards.model == "cnn_rnn" and config["models"]["cnn_rnn"]["pretrain"]:
+        return rules.pretrain_encoder.output.encoder.format(fold=wildcards.fold)
+    return []
+
+
+def init_encoder_arg(wildcards, input):
+    """``--init-encoder FILE`` when the training job starts from a pretrained encoder."""
+    encoder = input.get("encoder")  # a path, or an empty list when there is none
+    return f"--init-encoder {shlex.quote(encoder)}" if encoder else ""
+
+
 def train_dir(wildcards):
     """The folder of one training job (predictions, model card, checkpoint)."""
     return f"results/models/model-{wildcards.model}/fold-{wildcards.fold}"

@@ -7,6 +7,7 @@ rule train_model:
         cohort=rules.dataset_build.output.cohort,
         splits=rules.dataset_build.output.splits,
         data=model_inputs,
+        encoder=pretrained_encoder,
     output:
         predictions="results/models/model-{model}/fold-{fold}/predictions.parquet",
         card="results/models/model-{model}/fold-{fold}/card.json",
@@ -22,8 +23,9 @@ rule train_model:
         seed=config["seed"],
         code=code_hash("train", "models", "splits"),
         out_dir=train_dir,
+        init_encoder=init_encoder_arg,
     shell:
         "python -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"
         " --params {params.cfg:q} --seed {params.seed} --threads {threads}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.init_encoder} > {log:q} 2>&1"

@@ -52,6 +52,17 @@ def test_dag_follows_models_and_folds(tmp_path):
     assert jobs["train_model"] == 3 * 2
 
 
+def test_pretraining_adds_one_encoder_job_per_fold_before_cnn_rnn(tmp_path):
+    config = {"demo": {"n_subjects": 8}, "dataset": {"n_folds": 3}, "train": {"models": ["dummy", "cnn_rnn"]},
+              "models": {"cnn_rnn": {"pretrain": True}}}
+    out = snakemake(make_workdir(tmp_path, config), "-n", "--cores", "2", "-p")
+    jobs = planned_jobs(out)
+    assert jobs["pretrain_encoder"] == 3 and jobs["train_model"] == 3 * 2
+    text = out.stdout + out.stderr
+    # Only the cnn_rnn jobs start from the fold's encoder.
+    assert text.count("--init-encoder results/models/pretrain/fold-") == 3
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -13,7 +13,7 @@ from train_fixtures import TINY_PARAMS, ages_for, blob_mask, planted_series, pla
 
 from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, make_config
-from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes, mirror_index
+from brainage.models.cnn_rnn import CnnRnnNet, FrameEncoder, augment_volumes, mirror_index
 from brainage.train.data import masked_frames
 from brainage.models.roi_gru import RoiGruNet
 
@@ -218,6 +218,16 @@ def test_cnn_rnn_network_one_batch_shape_and_frames_in_one_call():
     torch.testing.assert_close(frames[7, 0][torch.from_numpy(mask)], x[1, 2])
     assert torch.all(frames[:, 0][:, torch.from_numpy(~mask)] == 0)
     assert frames.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 8), (5, 7, 3), (2, 2, 2), (3, 1, 4)])
+def test_frame_encoder_summary_equals_global_and_adaptive_average_pooling(shape):
+    encoder = FrameEncoder((3,))
+    f = torch.randn(2, 3, *shape).contiguous(memory_format=torch.channels_last_3d)
+    encoder.features = torch.nn.Identity()  # look at the summary alone
+    out = encoder(f)
+    expected = torch.cat([f.mean(dim=(2, 3, 4)), torch.nn.AdaptiveAvgPool3d(2)(f).flatten(1)], dim=1)
+    torch.testing.assert_close(out, expected)
 
 
 @pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])

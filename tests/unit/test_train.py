@@ -69,6 +69,16 @@ def test_window_sampler_and_dataset_cut_contiguous_random_windows():
         WindowDataset(arrays, np.array([1.0]), 5)
 
 
+def test_window_sampler_shares_each_global_batch_between_processes():
+    lengths = [30] * 9  # batches of 4: 4, 4, 1 -> the last one is too small for 2 processes
+    single = list(WindowSampler(lengths, 5, 4, np.random.default_rng(8)))
+    shares = [list(WindowSampler(lengths, 5, 4, np.random.default_rng(8), rank=r, world=2)) for r in (0, 1)]
+    assert [len(b) for b in single] == [4, 4, 1] and len(shares[0]) == len(shares[1]) == 2
+    assert len(WindowSampler(lengths, 5, 4, np.random.default_rng(8), rank=0, world=2)) == 2
+    for whole, a, b in zip(single, *shares):
+        assert sorted(a + b) == sorted(whole) and not set(a) & set(b)
+
+
 def test_loader_gives_the_same_batches_with_worker_processes():
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal((int(n), 4)).astype(np.float16) for n in rng.integers(6, 20, 9)]

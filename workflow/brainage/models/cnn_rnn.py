@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from brainage.errors import ConfigError
+from brainage.errors import ConfigError, InputDataError
 from brainage.models._inputs import check_arrays
 from brainage.models._torch import TorchAgeModel, TorchConfig
 from brainage.storage import Volumes
 from brainage.train.data import masked_frames
+
+logger = logging.getLogger(__name__)
 
 # Training-time jitter. Inputs are z-scored per voxel, so 0.1 is 10 % of a voxel's standard
 # deviation: a small per-window gain (scanner/site intensity differences) and voxel noise.
@@ -36,11 +40,15 @@ class CnnRnnConfig(TorchConfig):
     augment : bool
         Random left-right flips, per-window gain and voxel noise during training (random
         temporal windows are always used).
+    pretrain : bool
+        Initialise the frame encoder from the self-supervised stage (``brainage.pretrain``);
+        the workflow then hands the fold's encoder file to ``train_model`` (``init_encoder``).
     """
 
     channels: tuple[int, ...] = (8, 16)
     rnn: str = "gru"
     augment: bool = True
+    pretrain: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -51,7 +59,7 @@ class CnnRnnConfig(TorchConfig):
 
 
 class FrameEncoder(nn.Module):
-    """Per block: Conv3d(k3, stride 2) + BatchNorm3d + ReLU; then global mean + 2x2x2 summary.
+    """Per block: Conv3d(k3, stride 2) + BatchNorm3d + ReLU; then global mean + 2x2x2 octant means.
 
     The stride-2 convolution is the downsampling (all-convolutional net, Springenberg et al.
     2015, arXiv:1412.6806): on CPU it is ~8x faster than a full-resolution convolution
@@ -74,15 +82,35 @@ class FrameEncoder(nn.Module):
             blocks += [nn.Conv3d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.BatchNorm3d(c_out), nn.ReLU()]
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        self.summary = nn.AdaptiveAvgPool3d(_SUMMARY_GRID)
         self.out_features = c_in * (1 + _SUMMARY_GRID**3)
+        self._octants: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map frames ``(N, 1, X, Y, Z)`` to embeddings ``(N, E)``."""
         f = self.features(x)  # (N, 1, X, Y, Z) -> (N, C, X', Y', Z')
-        pooled = f.mean(dim=(2, 3, 4))  # (N, C)
-        local = self.summary(f).flatten(1)  # (N, C, 2, 2, 2) -> (N, 8C)
-        return torch.cat([pooled, local], dim=1)  # (N, E)
+        n, c = f.shape[:2]
+        # Voxels x channels: a view of a channels-last map. The 2x2x2 summary is then one matrix
+        # product (AdaptiveAvgPool3d's backward scatters with atomics and converts layouts).
+        flat = f.permute(0, 2, 3, 4, 1).reshape(n, -1, c)  # (N, S, C)
+        pooled = flat.mean(dim=1)  # (N, C)
+        local = self._octant_weights(f).T @ flat  # (8, S) @ (N, S, C) -> (N, 8, C)
+        return torch.cat([pooled, local.transpose(1, 2).flatten(1)], dim=1)  # (N, C + 8C)
+
+    def _octant_weights(self, f: torch.Tensor) -> torch.Tensor:
+        # (S, 8) averaging weights of nn.AdaptiveAvgPool3d(2) bins over the map's grid (an odd
+        # axis shares its middle voxel between both halves, as there), cached per shape.
+        key = (tuple(f.shape[2:]), f.device, f.dtype)
+        if key not in self._octants:
+            axes = []
+            for size in key[0]:
+                w = torch.zeros(size, _SUMMARY_GRID, dtype=torch.float64)
+                for k in range(_SUMMARY_GRID):
+                    start, end = k * size // _SUMMARY_GRID, -(-(k + 1) * size // _SUMMARY_GRID)
+                    w[start:end, k] = 1.0 / (end - start)
+                axes.append(w)
+            weights = torch.einsum("ia,jb,kc->ijkabc", *axes).reshape(-1, _SUMMARY_GRID**3)
+            self._octants[key] = weights.to(device=f.device, dtype=f.dtype)
+        return self._octants[key]
 
 
 class Unmask(nn.Module):
@@ -106,7 +134,7 @@ class Unmask(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, V)`` to ``(N, 1, X, Y, Z)``."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else torch.float32
-        grid = x.new_zeros((x.shape[0], int(np.prod(self.grid_shape))), dtype=dtype)
+        grid = torch.zeros((x.shape[0], int(np.prod(self.grid_shape))), dtype=dtype, device=x.device)
         grid[:, self.index] = x.to(dtype)
         return grid.view(x.shape[0], 1, *self.grid_shape).contiguous(memory_format=torch.channels_last_3d)
 
@@ -213,6 +241,8 @@ class CnnRnn(TorchAgeModel):
 
     def __init__(self, config: CnnRnnConfig = CnnRnnConfig(), seed: int = 0, device: str | None = None):
         super().__init__(config, seed, device)
+        # A pretrained frame encoder file (brainage.pretrain) that fit starts from; None: random init.
+        self.init_encoder = None
 
     def _inputs(self, X, fitting: bool) -> list[np.ndarray]:
         items = list(X)
@@ -241,7 +271,40 @@ class CnnRnn(TorchAgeModel):
     def build_network(self, sample_shape: tuple[int, ...]) -> CnnRnnNet:
         """Return the network on the training mask's grid."""
         c = self.config
-        return CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout, self.mask_)
+        net = CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout, self.mask_)
+        if self.init_encoder is not None:
+            net.encoder.load_state_dict(self.load_encoder(self.init_encoder))
+        return net.to(memory_format=torch.channels_last_3d)  # the conv weights, as the frames
+
+    def load_encoder(self, path: str | os.PathLike) -> dict:
+        """Read a pretrained frame encoder file and check it fits this model's ``channels``.
+
+        Parameters
+        ----------
+        path : path
+            ``encoder.pt`` of ``python -m brainage.pretrain encoder`` (loaded with
+            ``weights_only=True``).
+
+        Returns
+        -------
+        dict of str to Tensor
+            The :class:`FrameEncoder` state_dict.
+
+        Raises
+        ------
+        InputDataError
+            The file is not an encoder file, or was pretrained with other channels.
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"channels", "state_dict"} <= set(state):
+            raise InputDataError(f"{path}: not a pretrained frame encoder file (expected the keys channels and state_dict)")
+        if list(state["channels"]) != list(self.config.channels):
+            raise InputDataError(
+                f"{path}: encoder pretrained with channels {list(state['channels'])}, but {self.name} has "
+                f"channels {list(self.config.channels)}; pretrain again with the model's channels"
+            )
+        logger.info("%s: frame encoder initialised from %s", self.name, path)
+        return state["state_dict"]
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Flips, gain and noise when ``augment``; see :func:`augment_volumes`."""

@@ -26,6 +26,7 @@ def _model(args: argparse.Namespace) -> None:
         seed=args.seed,
         threads=args.threads,
         out_dir=args.out_dir,
+        init_encoder=args.init_encoder,
     )
 
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", required=True, type=int, help="the config seed")
     p.add_argument("--threads", required=True, type=_positive_int, help="CPU threads for torch and BLAS")
     p.add_argument("--out-dir", required=True, help="folder for predictions.parquet, card.json, checkpoint.pt")
+    p.add_argument("--init-encoder", type=existing_file, default=None,
+                   help="pretrained frame encoder (brainage.pretrain encoder) for cnn_rnn with pretrain: true")
     p.set_defaults(func=_model)
     return parser
 

@@ -201,15 +201,23 @@ class WindowSampler(Sampler):
     lengths : sequence of int
         Frames per subject.
     window, batch_size : int
+        ``batch_size`` is the global batch: with several processes each takes its share.
     rng : numpy.random.Generator
+        Seeded alike in every process, so that all draw the same global batches.
+    rank, world : int
+        This process and the number of processes (distributed data parallel): process
+        ``rank`` takes pairs ``rank, rank + world, ...`` of each global batch; a last batch
+        with fewer pairs than processes is skipped (every process must take a step).
     """
 
-    def __init__(self, lengths, window: int, batch_size: int, rng: np.random.Generator):
+    def __init__(self, lengths, window: int, batch_size: int, rng: np.random.Generator, rank: int = 0, world: int = 1):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.window, self.batch_size, self.rng = int(window), int(batch_size), rng
+        self.rank, self.world = int(rank), int(world)
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        n, b = len(self.lengths), self.batch_size
+        return n // b + (n % b >= self.world)
 
     def __iter__(self):
         order = self.rng.permutation(len(self.lengths))
@@ -217,7 +225,9 @@ class WindowSampler(Sampler):
         starts = self.rng.integers(0, np.maximum(self.lengths[order] - self.window, 0) + 1)
         pairs = list(zip(order.tolist(), starts.tolist()))
         for i in range(0, len(pairs), self.batch_size):
-            yield pairs[i : i + self.batch_size]
+            batch = pairs[i : i + self.batch_size]
+            if len(batch) >= self.world:
+                yield batch[self.rank :: self.world]
 
 
 class WindowDataset(Dataset):

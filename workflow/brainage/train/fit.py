@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 import brainage
 from brainage import storage
-from brainage.errors import InputDataError
+from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS
 from brainage.train.checkpoint import save_checkpoint
@@ -159,6 +160,7 @@ def train_model(
     seed: int,
     threads: int,
     out_dir: str | os.PathLike,
+    init_encoder: str | os.PathLike | None = None,
 ) -> dict:
     """Train ``model`` on the training folds of outer fold ``fold``; write its artifacts.
 
@@ -185,6 +187,11 @@ def train_model(
         Receives predictions.parquet (participant_id, model, fold, split, set, age,
         predicted_age: the fold's test subjects, its held-out subjects, both as split "test",
         and its inner predictions), card.json and, for torch models, checkpoint.pt.
+    init_encoder : path, optional
+        The fold's pretrained frame encoder (``python -m brainage.pretrain encoder``) that
+        cnn_rnn starts from; required exactly when ``params["pretrain"]`` is true. It must have
+        been pretrained on this fold's training subjects only; its file and sha256 go into the
+        card (``init_encoder``) and the predictions' provenance.
 
     Returns
     -------
@@ -206,6 +213,9 @@ def train_model(
     is_torch = isinstance(estimator, TorchAgeModel)
     if is_torch:
         _prepare_torch(estimator, threads, out_dir / RESUME_NAME, model, fold, params, seeds, design, train)
+    encoder = _init_encoder(estimator, model, init_encoder, fold, design["participant_id"].to_numpy()[train])
+    if encoder is not None:
+        estimator.fingerprint["init_encoder"] = encoder["sha256"]  # resume only from the same start
     fit = _fit_torch if is_torch else _fit_sklearn
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
@@ -219,7 +229,8 @@ def train_model(
         inner, inner_pred,
     )
     card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
-    provenance = {"params": card["params"], "seeds": seeds, "sources": sources}
+    card["init_encoder"] = encoder
+    provenance = {"params": card["params"], "seeds": seeds, "sources": sources, "init_encoder": encoder}
     storage.write_table(out_dir / "predictions.parquet", predictions, kind="predictions", provenance=provenance)
     if is_torch:
         save_checkpoint(out_dir / "checkpoint.pt", estimator, card)
@@ -228,6 +239,31 @@ def train_model(
     (out_dir / RESUME_NAME).unlink(missing_ok=True)
     logger.info("%s fold %d: inner MAE %.2f y, %.1f s", model, fold, card["inner_mae"], seconds)
     return card
+
+
+def _init_encoder(estimator, model, path, fold, train_ids) -> dict | None:
+    # The pretrained frame encoder to start from: given exactly when the model's ``pretrain``
+    # is true, and pretrained on none but this fold's training subjects (no test leakage).
+    wanted = bool(getattr(estimator.config, "pretrain", False))
+    if wanted != (path is not None):
+        raise ConfigError(
+            f"{model}: init_encoder must be given exactly when models.{model}.pretrain is true; "
+            f"pretrain is {str(wanted).lower()}, init_encoder is {path}"
+        )
+    if path is None:
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    card = state.get("card", {}) if isinstance(state, dict) else {}
+    if "subjects" not in card:
+        raise InputDataError(f"{path}: not a pretrained encoder file (no card listing its subjects)")
+    outside = sorted(set(card["subjects"]) - set(map(str, train_ids)))
+    if outside:
+        raise InputDataError(
+            f"{path}: encoder pretrained on subject(s) outside fold {fold}'s training set: {', '.join(outside[:10])}"
+        )
+    estimator.init_encoder = os.fspath(path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"file": os.fspath(path), "sha256": digest, "fold": card.get("fold")}
 
 
 def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, design, train) -> None:
@@ -247,6 +283,9 @@ def _set_determinism(model_seed: int, threads: int) -> None:
     torch.set_num_threads(int(threads))
     np.random.seed(model_seed % 2**32)  # libraries that draw from the global numpy state
     torch.manual_seed(model_seed)
+    # On a GPU, let cuDNN time its convolution algorithms once per shape and keep the fastest
+    # (results there are not bitwise reproducible anyway).
+    torch.backends.cudnn.benchmark = torch.cuda.is_available()
     if not torch.cuda.is_available():
         # Deterministic kernels on CPU; warn_only because a few ops have no deterministic form.
         torch.use_deterministic_algorithms(True, warn_only=True)

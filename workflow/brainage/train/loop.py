@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from brainage.storage import atomic_path
@@ -149,7 +151,7 @@ def make_loader(dataset: WindowDataset, settings: LoopSettings, rng: np.random.G
 
     On CUDA, batches land in pinned memory so the copy to the GPU runs asynchronously.
     """
-    sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng)
+    sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng, *_rank_world())
     workers = int(settings.workers)
     return DataLoader(
         dataset,
@@ -215,7 +217,7 @@ def train_network(
             first = _restore(saved, net, optimiser, state, rng, generator, device) + 1
     if resident(dataset, settings, device):
         windows = DeviceWindows(dataset, device)
-        sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng)
+        sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng, *_rank_world())
         loader = _Batches(sampler, windows.batch)
     else:
         loader = make_loader(dataset, settings, rng, device)
@@ -223,14 +225,20 @@ def train_network(
         # The frame encoder only, in place (the weights keep their names): the recurrent
         # layer and the scatter onto the grid would break the graph.
         getattr(net, "encoder", net).compile()
-    step_net = net
+    rank, world = _rank_world()
+    # Several processes (torchrun): gradients are averaged across them after every backward
+    # pass, and batch-norm statistics follow process 0's; each process sees its share of
+    # every global batch.
+    step_net = DistributedDataParallel(net) if world > 1 else net
     for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
         loss, wait = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
         history = state.history
         history.train_loss.append(loss)
         history.epochs_run = epoch
-        mae = float(validate(net)) if validate is not None else math.nan
+        # Process 0 validates and tells the others: one decision to stop, for all.
+        mae = float(validate(net)) if validate is not None and rank == 0 else math.nan
+        mae = _from_rank0(mae) if world > 1 else mae
         history.epoch_seconds.append(time.perf_counter() - start)
         history.data_wait_seconds.append(wait)
         logger.info(
@@ -238,7 +246,7 @@ def train_network(
             epoch, settings.epochs, loss, mae, history.epoch_seconds[-1], wait,
         )
         stop = validate is not None and _track_best(state, net, mae, epoch, settings.patience)
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             _save_epoch_state(checkpoint, epoch, net, optimiser, state, rng, generator, fingerprint)
         if stop:
             logger.info("early stop after epoch %d: best inner MAE %.2f y at epoch %d",
@@ -247,6 +255,19 @@ def train_network(
     if state.best_state is not None:
         net.load_state_dict(state.best_state)
     return state.history
+
+
+def _rank_world() -> tuple[int, int]:
+    # (this process, number of processes) of an initialised process group, else (0, 1).
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _from_rank0(value: float) -> float:
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return float(box[0])
 
 
 class _Batches:
