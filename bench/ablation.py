@@ -22,6 +22,7 @@ import datetime
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,9 +55,12 @@ def config() -> dict:
 def demo_inputs(work: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Run the default workflow up to the cohort on the demo; return participants, volume and series files."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(os.cpu_count()), "--directory", str(work),
-                    "--snakefile", str(REPO / "Snakefile"), "results/dataset/cohort.parquet"],
-                   cwd=REPO, env=env, check=True)
+    # A copy of the workflow (as bench/demo_run.py does): results/ then lands in ``work``.
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("rules", "config", "envs", "workflow"):
+        shutil.copytree(REPO / folder, work / folder, dirs_exist_ok=True)
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(os.cpu_count()),
+                    "results/dataset/cohort.parquet"], cwd=work, env=env, check=True)
     people = storage.read_table(work / "results/dataset/cohort.parquet")
     volumes = sorted(glob.glob(str(work / "results/extract/**/*volumes.parquet"), recursive=True))
     series = sorted(glob.glob(str(work / "results/extract/**/*timeseries.parquet"), recursive=True))

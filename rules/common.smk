@@ -309,6 +309,14 @@ def init_encoder_arg(wildcards, input):
     return f"--init-encoder {shlex.quote(encoder)}" if encoder else ""
 
 
+def train_launcher(wildcards):
+    """How a training job starts Python: torchrun with ``train.processes`` processes for torch models."""
+    processes = config["train"]["processes"]
+    if processes > 1 and brainage.models.is_torch(wildcards.model):
+        return f"torchrun --standalone --nnodes 1 --nproc-per-node {processes}"
+    return "python"
+
+
 def train_dir(wildcards):
     """The folder of one training job (predictions, model card, checkpoint)."""
     return f"results/models/model-{wildcards.model}/fold-{wildcards.fold}"

@@ -24,8 +24,9 @@ rule train_model:
         code=code_hash("train", "models", "splits"),
         out_dir=train_dir,
         init_encoder=init_encoder_arg,
+        launcher=train_launcher,
     shell:
-        "python -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"
+        "{params.launcher} -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"
         " --params {params.cfg:q} --seed {params.seed} --threads {threads}"
         " --out-dir {params.out_dir:q} {params.init_encoder} > {log:q} 2>&1"

@@ -63,6 +63,14 @@ def test_pretraining_adds_one_encoder_job_per_fold_before_cnn_rnn(tmp_path):
     assert text.count("--init-encoder results/models/pretrain/fold-") == 3
 
 
+def test_processes_setting_launches_torch_models_through_torchrun(tmp_path):
+    config = {"demo": {"n_subjects": 8}, "dataset": {"n_folds": 2}, "train": {"models": ["dummy", "roi_gru"],
+                                                                               "processes": 2}}
+    text = snakemake(make_workdir(tmp_path, config), "-n", "--cores", "2", "-p").stdout
+    assert text.count("torchrun --standalone --nnodes 1 --nproc-per-node 2 -m brainage.train model --model roi_gru") == 2
+    assert text.count("python -m brainage.train model --model dummy") == 2
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -343,10 +343,11 @@ def test_registry_input_kinds_match_the_classes_and_import_no_framework():
     import subprocess
     import sys
 
-    from brainage.models import input_kind, model_class
+    from brainage.models import TorchAgeModel, input_kind, is_torch, model_class
 
     for name in list_models():
         assert input_kind(name) == model_class(name).input_kind
+        assert is_torch(name) == issubclass(model_class(name), TorchAgeModel)
     with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru"):
         input_kind("svm")
     # Building the DAG reads input kinds only: importing the registry must not import torch or sklearn.

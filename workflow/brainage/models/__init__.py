@@ -9,15 +9,16 @@ import logging
 logger = logging.getLogger(__name__)
 
 # One entry per key of ``models:`` in config/config.yaml (and its schema): the module and class,
-# and what the model reads ("series" or "volumes"; equal to the class's ``input_kind``, tested).
+# what the model reads ("series" or "volumes"; equal to the class's ``input_kind``, tested), and
+# whether it is a torch model (trained by the shared loop: GPUs, several processes; tested).
 # Every class has a frozen ``Config`` dataclass whose defaults equal the schema's, ``fit(X, y,
 # X_valid=None, y_valid=None)`` and ``predict(X)``. The classes are imported on first use:
 # building the DAG needs only the input kinds, and importing torch and scikit-learn costs ~4 s.
 _REGISTRY = {
-    "dummy": ("brainage.models.baselines", "DummyAge", "series"),
-    "connectome_ridge": ("brainage.models.baselines", "ConnectomeRidge", "series"),
-    "roi_gru": ("brainage.models.roi_gru", "RoiGru", "series"),
-    "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes"),
+    "dummy": ("brainage.models.baselines", "DummyAge", "series", False),
+    "connectome_ridge": ("brainage.models.baselines", "ConnectomeRidge", "series", False),
+    "roi_gru": ("brainage.models.roi_gru", "RoiGru", "series", True),
+    "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes", True),
 }
 
 
@@ -34,7 +35,7 @@ def model_class(name: str) -> type:
     ValueError
         If ``name`` is not registered; the message lists the valid names.
     """
-    module, cls, _ = _entry(name)
+    module, cls = _entry(name)[:2]
     return getattr(importlib.import_module(module), cls)
 
 
@@ -49,7 +50,18 @@ def input_kind(name: str) -> str:
     return _entry(name)[2]
 
 
-def _entry(name: str) -> tuple[str, str, str]:
+def is_torch(name: str) -> bool:
+    """Whether the model registered under ``name`` is a torch model (imports nothing).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    return _entry(name)[3]
+
+
+def _entry(name: str) -> tuple[str, str, str, bool]:
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -111,4 +123,4 @@ def get_model(name: str, params: dict, seed: int):
     return model_class(name)(config=config, seed=int(seed))
 
 
-__all__ = ["TorchAgeModel", "get_model", "input_kind", "list_models", "make_config", "model_class"]
+__all__ = ["TorchAgeModel", "get_model", "input_kind", "is_torch", "list_models", "make_config", "model_class"]

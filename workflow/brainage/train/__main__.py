@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
 from brainage._cli import existing_file, json_object, run
 from brainage.train.fit import train_model
@@ -16,6 +18,31 @@ def _positive_int(value: str) -> int:
 
 
 def _model(args: argparse.Namespace) -> None:
+    # Started by torchrun with several processes: join the process group first (gloo on CPU,
+    # NCCL with one GPU per process), leave it at the end.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        with process_group():
+            _train(args)
+    else:
+        _train(args)
+
+
+@contextlib.contextmanager
+def process_group():
+    """Join the torchrun process group for the duration of the block."""
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace) -> None:
     train_model(
         model=args.model,
         fold=args.fold,

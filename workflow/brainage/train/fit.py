@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 import torch
+import torch.distributed as dist
 from sklearn.model_selection import KFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
@@ -230,6 +231,9 @@ def train_model(
     )
     card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
     card["init_encoder"] = encoder
+    card["distributed"], rank = _distributed(estimator) if is_torch else (None, 0)
+    if rank != 0:
+        return card  # process 0 writes the fold's outputs
     provenance = {"params": card["params"], "seeds": seeds, "sources": sources, "init_encoder": encoder}
     storage.write_table(out_dir / "predictions.parquet", predictions, kind="predictions", provenance=provenance)
     if is_torch:
@@ -264,6 +268,22 @@ def _init_encoder(estimator, model, path, fold, train_ids) -> dict | None:
     estimator.init_encoder = os.fspath(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return {"file": os.fspath(path), "sha256": digest, "fold": card.get("fold")}
+
+
+def _distributed(estimator) -> tuple[dict | None, int]:
+    # With several processes (torchrun): the process count, the backend, and each process's
+    # weights checksum and number of training windows (in sync: equal checksums; shares of the
+    # data: windows summing to one pass per epoch). (None, 0) for a single process.
+    if not (dist.is_available() and dist.is_initialized()):
+        return None, 0
+    weights = estimator.network_.state_dict().values()
+    mine = {
+        "weights_checksum": float(sum(float(v.double().sum()) for v in weights if v.is_floating_point())),
+        "windows": int(sum(estimator.history_.windows)),
+    }
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, mine)
+    return {"world_size": dist.get_world_size(), "backend": dist.get_backend(), "ranks": ranks}, dist.get_rank()
 
 
 def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, design, train) -> None:

@@ -84,6 +84,9 @@ class History:
         Wall time per epoch, and the part of it spent waiting for the loader's next batch.
     resumed_from : int or None
         The epoch whose checkpoint this run continued from.
+    windows : list of int
+        Training windows this process stepped on, per epoch (with several processes, its
+        share of each epoch).
     """
 
     train_loss: list[float] = dataclasses.field(default_factory=list)
@@ -93,6 +96,7 @@ class History:
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
     data_wait_seconds: list[float] = dataclasses.field(default_factory=list)
     resumed_from: int | None = None
+    windows: list[int] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -232,9 +236,15 @@ def train_network(
     step_net = DistributedDataParallel(net) if world > 1 else net
     for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
-        loss, wait = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
+        loss, wait, windows = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
+        if world > 1:
+            # Each process's last step updated the batch-norm statistics with its own share:
+            # take process 0's, so that every process holds the same model.
+            for buffer in net.buffers():
+                dist.broadcast(buffer, src=0)
         history = state.history
         history.train_loss.append(loss)
+        history.windows.append(windows)
         history.epochs_run = epoch
         # Process 0 validates and tells the others: one decision to stop, for all.
         mae = float(validate(net)) if validate is not None and rank == 0 else math.nan
@@ -290,7 +300,7 @@ def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience:
     return state.stale >= patience
 
 
-def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tuple[float, float]:
+def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tuple[float, float, int]:
     net.train()
     # The loss is summed on the device: reading it every step would make the CPU wait for the
     # GPU, and the next step's launches could no longer overlap the current step's kernels.
@@ -314,7 +324,7 @@ def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tu
         optimiser.step()
         total += loss.detach() * len(y)
         count += len(y)
-    return float(total) / count, wait
+    return float(total) / count, wait, count
 
 
 def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
