@@ -49,7 +49,12 @@ def test_killed_training_resumes_and_gives_the_uninterrupted_predictions(study, 
     job.send_signal(signal.SIGKILL)
     job.wait()
     assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    killed_after = torch.load(resume, weights_only=True)["epoch"]
+    state = torch.load(resume, weights_only=True)
+    killed_after = state["epoch"]
+    # The per-epoch file is a model card too: what (fingerprint), with what (versions), how far.
+    assert state["fingerprint"]["model"] == "cnn_rnn" and state["fingerprint"]["params"] == PARAMS
+    assert state["versions"]["torch"] == str(torch.__version__)
+    assert len(state["history"]["train_loss"]) == killed_after
     assert 1 <= killed_after < PARAMS["epochs"] and not (broken / "predictions.parquet").exists()
 
     subprocess.run(_command(study, broken), env=_env(), check=True, timeout=300)

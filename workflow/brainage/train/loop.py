@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+import brainage
 from brainage.storage import atomic_path
 from brainage.train.data import WindowDataset, WindowSampler, pad_left, window_starts
 
@@ -334,6 +336,10 @@ def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
 def _save_epoch_state(path, epoch, net, optimiser, state, rng, generator, fingerprint) -> None:
     saved = {
         "fingerprint": fingerprint or {},
+        # The epoch's model card: what was trained (the fingerprint: model, parameters, seeds,
+        # subjects), with what, and how far it got (``history``).
+        "versions": {"brainage": brainage.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
+                     "python": platform.python_version()},
         "epoch": epoch,
         "net": _copy_state(net),
         "optimiser": optimiser.state_dict(),
