@@ -43,7 +43,8 @@ from demo_run import machine  # noqa: E402  (bench/ is sys.path[0] when run as a
 
 from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes
 from brainage.train.data import WindowDataset
-from brainage.train.loop import LoopSettings, autocast, predict_network, resident, train_network
+from brainage.train.batches import resident
+from brainage.train.loop import LoopSettings, autocast, predict_network, train_network
 
 REPO = Path(__file__).resolve().parents[1]
 # Grid and in-brain voxel count of extraction's volumes from a 2 mm MNI152 BOLD (bench/extract.py).
@@ -189,7 +190,7 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
         "variant": variant.name, "batch": variant.batch_size, "window": variant.window,
         "channels": list(variant.channels), "bf16": variant.bf16 and device.type == "cuda",
         "compile": variant.compile, "workers": workers,
-        "placement": "device" if resident(data, settings(1), device) else "loader",
+        "placement": "device" if resident(data, variant.placement, device) else "loader",
         "train_fps": train_fps, "infer_fps": infer_fps, "mflop_per_frame": flops / frames / 1e6,
         "train_tflops": achieved / 1e12, "allowed_tflops": 3 * flops / floor / 1e12,
         "share_of_allowed": achieved / (3 * flops / floor) if floor == floor else float("nan"),

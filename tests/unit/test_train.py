@@ -17,7 +17,8 @@ from brainage.train.__main__ import main
 from brainage.train.checkpoint import load_checkpoint
 from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
 from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
-from brainage.train.loop import LoopSettings, make_loader, predict_network, train_network
+from brainage.train.batches import make_loader
+from brainage.train.loop import LoopSettings, predict_network, train_network
 
 
 # --- windows and inputs -----------------------------------------------------------------
@@ -85,8 +86,7 @@ def test_loader_gives_the_same_batches_with_worker_processes():
     ds = WindowDataset(arrays, np.arange(9.0), window=6)
     runs = []
     for workers in (0, 2):
-        settings = LoopSettings(epochs=1, batch_size=4, lr=0.1, weight_decay=0.0, patience=1, workers=workers)
-        loader = make_loader(ds, settings, np.random.default_rng(7), torch.device("cpu"))
+        loader = make_loader(ds, 4, workers, np.random.default_rng(7), torch.device("cpu"))
         runs.append([(x.clone(), y.clone()) for _ in range(2) for x, y in loader])  # two epochs
     assert len(runs[0]) == 6 and runs[0][0][0].dtype == torch.float16
     for (x0, y0), (x1, y1) in zip(*runs):

@@ -18,18 +18,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 import brainage
 from brainage.storage import atomic_path
-from brainage.train.data import WindowDataset, WindowSampler, pad_left, window_starts
+from brainage.train.batches import epoch_batches
+from brainage.train.data import WindowDataset, pad_left, window_starts
 
 logger = logging.getLogger(__name__)
-
-# Batches each loader worker keeps ready: enough to cover a slow step without holding many
-# pinned copies of a batch.
-_PREFETCH = 4
-
 
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
@@ -115,60 +110,6 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16) and device.type == "cuda")
 
 
-class DeviceWindows:
-    """Every training frame resident on the device; a batch is one gather, no loader.
-
-    A few hundred subjects of float16 in-mask volumes take a few GB: on a GPU the copy over
-    PCIe then happens once instead of every step, and cutting windows is index arithmetic.
-
-    Parameters
-    ----------
-    dataset : WindowDataset
-    device : torch.device
-    """
-
-    def __init__(self, dataset: WindowDataset, device: torch.device):
-        padded = [pad_left(a, dataset.window) for a in dataset.arrays]
-        self.frames = torch.cat([torch.from_numpy(a) for a in padded]).to(device)  # (sum T, ...)
-        self.offsets = torch.tensor(np.cumsum([0] + [len(a) for a in padded[:-1]]), device=device)
-        self.targets = torch.from_numpy(dataset.targets).to(device)
-        self.steps = torch.arange(dataset.window, device=device)
-        self.device = device
-
-    def batch(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The windows ``(B, window, ...)`` and targets ``(B,)`` of ``(subject, start)`` pairs."""
-        index = torch.tensor(pairs, dtype=torch.int64).to(self.device, non_blocking=True)
-        rows = (self.offsets[index[:, 0]] + index[:, 1])[:, None] + self.steps  # (B, window)
-        return self.frames[rows], self.targets[index[:, 0]]
-
-
-def resident(dataset: WindowDataset, settings: LoopSettings, device: torch.device) -> bool:
-    """Whether the training frames live on the device (see ``LoopSettings.placement``)."""
-    if settings.placement != "auto":
-        return settings.placement == "device"
-    if device.type != "cuda":
-        return False
-    nbytes = sum(a.nbytes for a in dataset.arrays)
-    return nbytes <= torch.cuda.mem_get_info(device)[0] / 4
-
-
-def make_loader(dataset: WindowDataset, settings: LoopSettings, rng: np.random.Generator, device: torch.device):
-    """The training DataLoader: windows drawn by :class:`WindowSampler`, cut by the workers.
-
-    On CUDA, batches land in pinned memory so the copy to the GPU runs asynchronously.
-    """
-    sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng, *_rank_world())
-    workers = int(settings.workers)
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=_PREFETCH if workers > 0 else None,
-    )
-
-
 def train_network(
     net: nn.Module,
     dataset: WindowDataset,
@@ -221,12 +162,8 @@ def train_network(
         saved = _load_epoch_state(checkpoint, fingerprint)
         if saved is not None:
             first = _restore(saved, net, optimiser, state, rng, generator, device) + 1
-    if resident(dataset, settings, device):
-        windows = DeviceWindows(dataset, device)
-        sampler = WindowSampler(dataset.lengths(), dataset.window, settings.batch_size, rng, *_rank_world())
-        loader = _Batches(sampler, windows.batch)
-    else:
-        loader = make_loader(dataset, settings, rng, device)
+    loader = epoch_batches(dataset, settings.batch_size, settings.workers, settings.placement, rng, device,
+                           *_rank_world())
     if settings.compile:
         # The frame encoder only, in place (the weights keep their names): the recurrent
         # layer and the scatter onto the grid would break the graph.
@@ -280,15 +217,6 @@ def _from_rank0(value: float) -> float:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return float(box[0])
-
-
-class _Batches:
-    # Iterable over an epoch's batches of device windows, drawn by the sampler.
-    def __init__(self, sampler: WindowSampler, cut):
-        self.sampler, self.cut = sampler, cut
-
-    def __iter__(self):
-        return (self.cut(pairs) for pairs in self.sampler)
 
 
 def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience: int) -> bool:
