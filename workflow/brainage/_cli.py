@@ -27,6 +27,14 @@ def existing_dir(value: str) -> Path:
     return path
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (threads, counts)."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
+
+
 def json_object(value: str) -> dict:
     """argparse type: a JSON object given inline (the rule passes its config sub-tree)."""
     try:

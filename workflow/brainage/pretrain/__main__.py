@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from brainage._cli import existing_file, json_object, run
+from brainage._cli import existing_file, json_object, positive_int, run
 from brainage.pretrain.contrastive import pretrain_encoder
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return number
 
 
 def _encoder(args: argparse.Namespace) -> None:
@@ -40,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, type=json_object,
                    help='{"channels": models.cnn_rnn.channels, **the pretrain section} as JSON')
     p.add_argument("--seed", required=True, type=int, help="the config seed")
-    p.add_argument("--threads", required=True, type=_positive_int, help="CPU threads for torch and BLAS")
+    p.add_argument("--threads", required=True, type=positive_int, help="CPU threads for torch and BLAS")
     p.add_argument("--out", required=True, help="encoder.pt (card.json is written beside it)")
     p.set_defaults(func=_encoder)
     return parser

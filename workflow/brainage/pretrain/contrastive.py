@@ -21,7 +21,7 @@ from brainage.errors import ConfigError
 from brainage.models.cnn_rnn import FrameEncoder, Unmask, augment_volumes
 from brainage.train.data import load_inputs, masked_frames
 from brainage.train.fit import derive_seeds, read_design
-from brainage.train.loop import autocast
+from brainage.train.loop import autocast, set_determinism
 
 logger = logging.getLogger(__name__)
 
@@ -245,15 +245,6 @@ def _step(net, optimiser, frames, batch, generator, temperature, device) -> floa
     return float(loss.detach())
 
 
-def _set_determinism(seed: int, threads: int) -> None:
-    # As brainage.train.fit does for training: seeded, deterministic kernels on CPU.
-    torch.set_num_threads(int(threads))
-    torch.manual_seed(seed)  # anything drawn before train_encoder reseeds for the weights
-    if not torch.cuda.is_available():
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = False
-
-
 def pretrain_encoder(
     fold: int,
     cohort: str | os.PathLike,
@@ -302,7 +293,7 @@ def pretrain_encoder(
     volumes, sources = load_inputs(inputs, ids, "volumes")
     frames, mask = masked_frames(volumes)
     del volumes
-    _set_determinism(seeds["model"], threads)
+    set_determinism(seeds["model"], threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     logger.info("fold %d: pretraining the frame encoder on %d subjects (%s)", fold, len(ids), device)
     start = time.perf_counter()

@@ -6,15 +6,8 @@ import argparse
 import contextlib
 import os
 
-from brainage._cli import existing_file, json_object, run
+from brainage._cli import existing_file, json_object, positive_int, run
 from brainage.train.fit import train_model
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return number
 
 
 def _model(args: argparse.Namespace) -> None:
@@ -69,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", required=True, nargs="+", type=existing_file, help="series or volume files")
     p.add_argument("--params", required=True, type=json_object, help="the model's config sub-tree as JSON")
     p.add_argument("--seed", required=True, type=int, help="the config seed")
-    p.add_argument("--threads", required=True, type=_positive_int, help="CPU threads for torch and BLAS")
+    p.add_argument("--threads", required=True, type=positive_int, help="CPU threads for torch and BLAS")
     p.add_argument("--out-dir", required=True, help="folder for predictions.parquet, card.json, checkpoint.pt")
     p.add_argument("--init-encoder", type=existing_file, default=None,
                    help="pretrained frame encoder (brainage.pretrain encoder) for cnn_rnn with pretrain: true")

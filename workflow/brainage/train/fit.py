@@ -29,6 +29,7 @@ from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS
 from brainage.train.checkpoint import save_checkpoint
 from brainage.train.data import load_inputs
+from brainage.train.loop import set_determinism
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def train_model(
     estimator = get_model(model, params, seeds["model"])
     design = read_design(cohort, splits, fold)
     X, sources = load_inputs(inputs, design["participant_id"].tolist(), estimator.input_kind)
-    _set_determinism(seeds["model"], threads)
+    set_determinism(seeds["model"], threads)
     cv = (design["set"] == "cv").to_numpy()
     # Held-out subjects are outside train and inner: model selection never sees them.
     train = np.flatnonzero(cv & ~design["test"].to_numpy())
@@ -297,21 +298,6 @@ def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, desig
         "model": model, "fold": int(fold), "params": json.loads(json.dumps(params)), "seeds": seeds,
         "train": design["participant_id"].to_numpy()[train].astype(str).tolist(),
     }
-
-
-def _set_determinism(model_seed: int, threads: int) -> None:
-    torch.set_num_threads(int(threads))
-    np.random.seed(model_seed % 2**32)  # libraries that draw from the global numpy state
-    torch.manual_seed(model_seed)
-    # On a GPU, let cuDNN time its convolution algorithms once per shape and keep the fastest
-    # (results there are not bitwise reproducible anyway).
-    torch.backends.cudnn.benchmark = torch.cuda.is_available()
-    if not torch.cuda.is_available():
-        # Deterministic kernels on CPU; warn_only because a few ops have no deterministic form.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # Filling every new tensor with NaN only helps to catch reads of uninitialised memory
-        # (our ops have none) and costs ~15 % of a cnn_rnn step on CPU.
-        torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) -> pd.DataFrame:
