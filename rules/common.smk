@@ -317,6 +317,23 @@ def train_launcher(wildcards):
     return "python"
 
 
+def train_gpus(wildcards):
+    """GPUs a training or pretraining job asks the cluster for (the ``gpu`` resource); None: none at all.
+
+    Torch models get ``train.gpus_per_process`` per process: ``train.processes`` for a train_model
+    job, one for a pretrain_encoder job (the cnn_rnn frame encoder). The baselines, and every job when
+    ``gpus_per_process`` is 0 (CPU-only clusters), get None, so the job has no ``gpu`` resource: with
+    ``gpu=0`` the Slurm executor would still ask for ``--gpus=<gpu_model>:0`` if a profile set a
+    ``gpu_model``.
+    """
+    per_process = config["train"]["gpus_per_process"]
+    model = wildcards.model if "model" in wildcards.keys() else "cnn_rnn"
+    if per_process == 0 or not brainage.models.is_torch(model):
+        return None
+    processes = config["train"]["processes"] if "model" in wildcards.keys() else 1
+    return per_process * processes
+
+
 def train_dir(wildcards):
     """The folder of one training job (predictions, model card, checkpoint)."""
     return f"results/models/model-{wildcards.model}/fold-{wildcards.fold}"

@@ -17,6 +17,7 @@ rule pretrain_encoder:
     threads: 1
     resources:
         mem_mb=train_mem_mb,
+        gpu=train_gpus,
     params:
         cfg=pretrain_params,
         seed=config["seed"],

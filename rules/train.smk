@@ -18,6 +18,7 @@ rule train_model:
     threads: 1
     resources:
         mem_mb=train_mem_mb,
+        gpu=train_gpus,
     params:
         cfg=model_params,
         seed=config["seed"],
