@@ -39,12 +39,15 @@ def test_repetition_time_from_sidecar(subject):
         ('{"TaskName": "rest"}', r"_bold.json: expected a positive number under 'RepetitionTime', found None"),
         ('{"RepetitionTime": "2"}', r"_bold.json: expected a positive number .* found '2'"),
         ("{not json", r"_bold.json: not valid JSON"),
+        (b'{"RepetitionTime": 2.0, "Note": "\xff"}', r"_bold.json: not valid JSON \(.*codec can't decode"),
     ],
 )
 def test_repetition_time_errors(subject, content, match):
     sidecar = sidecar_path(subject.bold)
     if content is None:
         sidecar.unlink()
+    elif isinstance(content, bytes):
+        sidecar.write_bytes(content)
     else:
         sidecar.write_text(content)
     with pytest.raises(InputDataError, match=match):

@@ -133,3 +133,17 @@ def test_require_columns_names_file_and_missing_columns(tmp_path):
     with pytest.raises(InputDataError, match=r"m\.tsv: manifest lacks columns \['site'\] \(expected "
                        r"\['participant_id', 'site'\], found \['participant_id', 'age'\]\)"):
         storage.require_columns(df, tmp_path / "m.tsv", ("participant_id", "site"), "manifest")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", r"bad.tsv: empty file, expected a header row"),
+        (b"a\tb\n1\t2\n3\t4\t5\n", r"bad.tsv: not a readable tab-separated table \(.*Expected 2 fields in line 3, saw 3"),
+        (b"a\tb\n\xff\xfe\t1\n", r"bad.tsv: not a readable tab-separated table \(.*codec can't decode"),
+    ],
+)
+def test_read_tsv_errors_name_the_file(tmp_path, content, match):
+    (tmp_path / "bad.tsv").write_bytes(content)
+    with pytest.raises(InputDataError, match=match):
+        storage.read_tsv(tmp_path / "bad.tsv")

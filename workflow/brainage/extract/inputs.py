@@ -41,7 +41,7 @@ def read_repetition_time(bold: str | os.PathLike) -> float:
         raise InputDataError(f"{sidecar}: BOLD sidecar not found (needed for RepetitionTime)")
     try:
         meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputDataError(f"{sidecar}: not valid JSON ({err})") from err
     tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
     if not isinstance(tr, (int, float)) or isinstance(tr, bool) or tr <= 0:

@@ -77,7 +77,8 @@ def read_tsv(path: str | os.PathLike, dtype: object = None) -> pd.DataFrame:
     Raises
     ------
     InputDataError
-        If the file does not exist or is empty (no header).
+        If the file does not exist, is empty (no header), has a row with more fields than the
+        header, or is not UTF-8 text.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,6 +87,9 @@ def read_tsv(path: str | os.PathLike, dtype: object = None) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False, na_values=["n/a", ""])
     except pd.errors.EmptyDataError as err:
         raise InputDataError(f"{path}: empty file, expected a header row") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        # A row with more fields than the header, or bytes that are not text.
+        raise InputDataError(f"{path}: not a readable tab-separated table ({err})") from err
 
 
 def require_columns(df: pd.DataFrame, path: str | os.PathLike, columns, what: str = "table") -> None:
