@@ -214,7 +214,7 @@ def test_inner_split_takes_one_subject_per_age_block():
 def test_read_design_errors(tmp_path):
     study = write_study(tmp_path, n=6, n_folds=3)
     design = read_design(study["cohort"], study["splits"], 1)
-    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "set", "test"]
+    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "set", "test", "train"]
     assert (design["set"] == "cv").all()  # a splits table without a set column: everyone in cross-validation
     with pytest.raises(InputDataError, match=r"fold 5 has 0 test and 6 training.*folds present: \[0, 1, 2\]"):
         read_design(study["cohort"], study["splits"], 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
 import time
 from collections.abc import Iterator, Sequence
 
@@ -15,13 +14,12 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-import brainage
 from brainage import storage
 from brainage.errors import ConfigError
 from brainage.models.cnn_rnn import FrameEncoder, Unmask, augment_volumes
 from brainage.train.data import load_inputs, masked_frames
 from brainage.train.fit import derive_seeds, read_design
-from brainage.train.loop import autocast, set_determinism
+from brainage.train.loop import autocast, describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +287,7 @@ def pretrain_encoder(
     config = PretrainConfig.from_params(params)
     seeds = derive_seeds(seed, fold, SEED_NAME)
     design = read_design(cohort, splits, fold)
-    ids = design.loc[(design["set"] == "cv") & ~design["test"], "participant_id"].astype(str).tolist()
+    ids = design.loc[design["train"], "participant_id"].astype(str).tolist()
     volumes, sources = load_inputs(inputs, ids, "volumes")
     frames, mask = masked_frames(volumes)
     del volumes
@@ -307,9 +305,8 @@ def pretrain_encoder(
         "loss": [round(float(x), 6) for x in losses],
         "seeds": seeds,
         "params": config.as_dict(),
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "versions": {name: str(v) for name, v in (("brainage", brainage.__version__), ("torch", torch.__version__),
-                                                  ("numpy", np.__version__), ("python", platform.python_version()))},
+        "device": describe_device(device),
+        "versions": software_versions(),
         "seconds": round(time.perf_counter() - start, 3),
         "sources": sources,
     }

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 import zlib
 from collections.abc import Sequence
@@ -22,14 +21,13 @@ import torch.distributed as dist
 from sklearn.model_selection import KFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
-import brainage
 from brainage import storage
 from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS
 from brainage.train.checkpoint import save_checkpoint
 from brainage.train.data import load_inputs
-from brainage.train.loop import set_determinism
+from brainage.train.loop import describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +56,11 @@ def derive_seeds(seed: int, fold: int, model: str) -> dict:
 
 
 def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int) -> pd.DataFrame:
-    """Join the cohort with the folds table: participant_id, age, fold, set, test (bool).
+    """Join the cohort with the folds table: participant_id, age, fold, set, test, train (bool).
 
-    ``test`` marks the cross-validation subjects of fold ``fold``; held-out subjects
-    (``set`` "test", fold -1) are neither trained on nor in ``test``. A splits table without
+    ``test`` marks the cross-validation subjects of fold ``fold``; ``train`` the others (what
+    the fold's models and its encoder pretraining may see); held-out subjects (``set``
+    "test", fold -1) are in neither. A splits table without
     a ``set`` column (written before held-out sets existed) puts everyone in "cv".
 
     Raises
@@ -89,7 +88,8 @@ def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int)
     _check_sets(design, splits)
     cv = design["set"] == "cv"
     design["test"] = (design["fold"] == int(fold)) & cv
-    n_test, n_train = int(design["test"].sum()), int((cv & ~design["test"]).sum())
+    design["train"] = cv & ~design["test"]
+    n_test, n_train = int(design["test"].sum()), int(design["train"].sum())
     if n_test < 1 or n_train < 2:
         present = sorted(int(f) for f in design.loc[cv, "fold"].unique())
         raise InputDataError(
@@ -205,11 +205,10 @@ def train_model(
     design = read_design(cohort, splits, fold)
     X, sources = load_inputs(inputs, design["participant_id"].tolist(), estimator.input_kind)
     set_determinism(seeds["model"], threads)
-    cv = (design["set"] == "cv").to_numpy()
     # Held-out subjects are outside train and inner: model selection never sees them.
-    train = np.flatnonzero(cv & ~design["test"].to_numpy())
+    train = np.flatnonzero(design["train"].to_numpy())
     test = np.flatnonzero(design["test"].to_numpy())
-    heldout = np.flatnonzero(~cv)
+    heldout = np.flatnonzero((design["set"] != "cv").to_numpy())
     ages = design["age"].to_numpy(dtype=np.float64)
     out_dir = Path(out_dir)
     is_torch = isinstance(estimator, TorchAgeModel)
@@ -326,14 +325,8 @@ def _card(estimator, model, fold, seeds, seconds, predictions, n_train) -> dict:
         "input_kind": estimator.input_kind,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(estimator.config).items()},
         "seeds": seeds,
-        "versions": {
-            # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
-            name: str(version) for name, version in (
-                ("brainage", brainage.__version__), ("torch", torch.__version__), ("sklearn", sklearn.__version__),
-                ("nilearn", nilearn.__version__), ("numpy", np.__version__), ("python", platform.python_version()),
-            )
-        },
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "versions": dict(software_versions(), sklearn=sklearn.__version__, nilearn=nilearn.__version__),
+        "device": describe_device(device),
         "n_train": int(n_train),
         "n_inner": int(len(inner)),
         "n_test": int(((predictions["split"] == "test") & (predictions["set"] == "cv")).sum()),

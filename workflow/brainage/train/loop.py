@@ -129,6 +129,20 @@ def set_determinism(seed: int, threads: int) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def software_versions() -> dict[str, str]:
+    """Versions of brainage, torch, numpy and Python, for model cards (plain strings).
+
+    str(): ``torch.__version__`` is a TorchVersion, which ``weights_only`` loading refuses.
+    """
+    return {"brainage": brainage.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def describe_device(device: torch.device) -> str:
+    """The device for a model card: "cpu", or e.g. "cuda (NVIDIA H100 80GB HBM3)"."""
+    return str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+
 def autocast(device: torch.device, bf16: bool):
     """The autocast context of a step: bfloat16 on CUDA when asked, a no-op otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16) and device.type == "cuda")
@@ -290,8 +304,7 @@ def _save_epoch_state(path, epoch, net, optimiser, state, rng, generator, finger
         "fingerprint": fingerprint or {},
         # The epoch's model card: what was trained (the fingerprint: model, parameters, seeds,
         # subjects), with what, and how far it got (``history``).
-        "versions": {"brainage": brainage.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": software_versions(),
         "epoch": epoch,
         "net": _copy_state(net),
         "optimiser": optimiser.state_dict(),
