@@ -60,9 +60,10 @@ class Variant:
     window: int = 24
     channels: tuple[int, ...] = (8, 16)
     bf16: bool = True
-    compile: bool = False
+    compile: bool | str = False
     workers: int = 4
     placement: str = "auto"
+    space_to_depth: bool = True
 
 
 def brain_mask(voxel_size: int) -> np.ndarray:
@@ -151,10 +152,16 @@ class Utilisation:
         return float(np.mean(self.samples)) if self.samples else float("nan")
 
 
+def network(variant: Variant, mask: np.ndarray, device: torch.device) -> CnnRnnNet:
+    """The default cnn_rnn network (hidden 32, GRU) with the variant's channels and stem layout."""
+    net = CnnRnnNet(variant.channels, 32, "gru", 0.2, mask, space_to_depth=variant.space_to_depth)
+    return net.to(device).to(memory_format=torch.channels_last_3d)
+
+
 def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ceilings) -> dict:
     """Train one variant (warm-up epoch + timed epochs), then time inference; return its figures."""
     torch.manual_seed(0)
-    net = CnnRnnNet(variant.channels, 32, "gru", 0.2, mask).to(device).to(memory_format=torch.channels_last_3d)
+    net = network(variant, mask, device)
     data = WindowDataset(arrays, targets, variant.window)
     workers = variant.workers if device.type == "cuda" else 0
 
@@ -181,7 +188,10 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
     infer_s = time.perf_counter() - start
     infer_fps = sum(a.shape[0] for a in arrays) / infer_s
     sample = torch.from_numpy(np.stack([a[: variant.window] for a in arrays[: variant.batch_size]])).to(device)
-    flops, moved = step_cost(net, sample, variant.bf16)
+    # The model's FLOPs are those of the plain first convolution, whichever layout runs it
+    # (space-to-depth computes the same function with 64 instead of 27 taps per output).
+    flops, moved = step_cost(network(dataclasses.replace(variant, space_to_depth=False), mask, device), sample,
+                             variant.bf16)
     frames = variant.batch_size * variant.window
     peak, bandwidth = ceilings
     floor = 3 * max(flops / peak, moved / bandwidth) if device.type == "cuda" else float("nan")
@@ -189,7 +199,7 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
     return {
         "variant": variant.name, "batch": variant.batch_size, "window": variant.window,
         "channels": list(variant.channels), "bf16": variant.bf16 and device.type == "cuda",
-        "compile": variant.compile, "workers": workers,
+        "compile": variant.compile, "workers": workers, "stem": "s2d" if variant.space_to_depth else "plain",
         "placement": "device" if resident(data, variant.placement, device) else "loader",
         "train_fps": train_fps, "infer_fps": infer_fps, "mflop_per_frame": flops / frames / 1e6,
         "train_tflops": achieved / 1e12, "allowed_tflops": 3 * flops / floor / 1e12,
@@ -203,7 +213,7 @@ def profile_epoch(variant: Variant, arrays, targets, mask, device, path: Path) -
     """One training epoch under torch.profiler: the top operators by device and by CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    net = CnnRnnNet(variant.channels, 32, "gru", 0.2, mask).to(device).to(memory_format=torch.channels_last_3d)
+    net = network(variant, mask, device)
     data = WindowDataset(arrays, targets, variant.window)
     settings = LoopSettings(1, variant.batch_size, 1e-3, 1e-4, 1, bf16=variant.bf16, placement=variant.placement,
                             workers=variant.workers if device.type == "cuda" else 0)
@@ -219,19 +229,22 @@ def profile_epoch(variant: Variant, arrays, targets, mask, device, path: Path) -
 
 VARIANTS = {
     "default": Variant("default"),
+    "plain_stem": Variant("plain_stem", space_to_depth=False),
     "loader": Variant("loader", placement="loader"),
     "loader_no_workers": Variant("loader_no_workers", placement="loader", workers=0),
     "fp32": Variant("fp32", bf16=False),
     "batch32": Variant("batch32", batch_size=32),
     "batch64": Variant("batch64", batch_size=64),
     "batch32_compile": Variant("batch32_compile", batch_size=32, compile=True),
+    "graphs": Variant("graphs", compile="reduce-overhead"),
+    "batch32_graphs": Variant("batch32_graphs", batch_size=32, compile="reduce-overhead"),
     "wide": Variant("wide", batch_size=32, channels=(32, 64, 128)),
 }
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the figures."""
-    cols = ["voxel_mm", "variant", "batch", "channels", "bf16", "compile", "placement", "workers", "train_fps", "infer_fps",
+    cols = ["voxel_mm", "variant", "batch", "channels", "stem", "bf16", "compile", "placement", "workers", "train_fps", "infer_fps",
             "mflop_per_frame", "train_tflops", "allowed_tflops", "share_of_allowed", "gpu_busy_pct",
             "wait_ms_per_step", "wait_share"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

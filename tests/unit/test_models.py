@@ -87,11 +87,17 @@ def test_config_yaml_models_build():
         ("cnn_rnn", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
         ("roi_gru", {"dropout": 0.95}, r"need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got lr=0.003"),
         ("roi_gru", {"lr": 0.0}, r"need lr > 0.*got lr=0.0,"),
+        ("cnn_rnn", {"compile": "fastest"},
+         "compile must be true, false or one of default, reduce-overhead, max-autotune, got 'fastest'"),
     ],
 )
 def test_invalid_parameter_values(name, params, match):
     with pytest.raises(ConfigError, match=match):
         get_model(name, params, 0)
+
+
+def test_compile_takes_a_torch_compile_mode():
+    assert get_model("cnn_rnn", {"compile": "reduce-overhead"}, 0).config.compile == "reduce-overhead"
 
 
 # --- contract over every registered model ------------------------------------------------
@@ -203,6 +209,15 @@ def test_roi_gru_network_one_batch_shape():
     assert net(torch.randn(7, 11, 5)).shape == (7,)
 
 
+def _depth_to_space(frames: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Undo Unmask's 2x2x2 blocks by hand: (N, 8, X2+1, Y2+1, Z2+1) -> (N, X, Y, Z)."""
+    n, blocks = frames.shape[0], [b - 1 for b in frames.shape[2:]]
+    # channel = px*4 + py*2 + pz; block b+1 holds voxels 2b + p
+    inner = frames[:, :, 1:, 1:, 1:].reshape(n, 2, 2, 2, *blocks)  # (N, px, py, pz, bx, by, bz)
+    grid = inner.permute(0, 4, 1, 5, 2, 6, 3).reshape(n, *(2 * b for b in blocks))  # (N, bx, px, by, py, bz, pz)
+    return grid[:, : shape[0], : shape[1], : shape[2]]
+
+
 def test_cnn_rnn_network_one_batch_shape_and_frames_in_one_call():
     mask = np.zeros((9, 10, 8), dtype=bool)
     mask[2:7, 1:9, 3:] = True
@@ -213,11 +228,41 @@ def test_cnn_rnn_network_one_batch_shape_and_frames_in_one_call():
     assert net(x).shape == (3,)
     # One encoder call on all B*T frames, each embedded into C*(1+8) features.
     (frames, out_shape), = calls
-    assert frames.shape == (15, 1, 9, 10, 8) and out_shape == (15, 3 * 9)
-    # The in-mask voxels land where the mask says, zeros elsewhere, channels-last.
-    torch.testing.assert_close(frames[7, 0][torch.from_numpy(mask)], x[1, 2])
-    assert torch.all(frames[:, 0][:, torch.from_numpy(~mask)] == 0)
+    assert out_shape == (15, 3 * 9)
+    # 2x2x2 blocks as 8 channels, a zero block leading each axis: (9, 10, 8) -> 1 + (5, 5, 4).
+    assert frames.shape == (15, 8, 6, 6, 5)
     assert frames.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.isclose(frames.sum(), x.sum()) and torch.all(frames[:, :, 0] == 0) and torch.all(frames[:, :, :, :, 0] == 0)
+    # The in-mask voxels land where the mask says, zeros elsewhere.
+    grids = _depth_to_space(frames, mask.shape)
+    torch.testing.assert_close(grids[7][torch.from_numpy(mask)], x[1, 2])
+    assert torch.all(grids[:, torch.from_numpy(~mask)] == 0)
+    # Without space-to-depth: the plain channels-last grid.
+    plain = CnnRnnNet((2, 3), hidden=4, rnn="gru", dropout=0.0, mask=mask, space_to_depth=False).unmask(x[0])
+    assert plain.shape == (5, 1, 9, 10, 8) and plain.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(plain[:, 0], grids[:5])
+
+
+@pytest.mark.parametrize("shape", [(9, 10, 8), (5, 7, 3), (2, 2, 2), (3, 1, 4), (1, 1, 1)])
+def test_space_to_depth_first_layer_computes_the_plain_network(shape):
+    # The k2 convolution over 2x2x2 blocks with rearranged weights is the k3 stride-2 pad-1
+    # convolution: same outputs and same gradients (float64; even, odd and single-voxel axes).
+    mask = np.random.default_rng(1).random(shape) < 0.7
+    mask.flat[0] = True
+    torch.manual_seed(0)
+    plain = CnnRnnNet((3, 4), hidden=5, rnn="gru", dropout=0.0, mask=mask, space_to_depth=False).double()
+    blocks = CnnRnnNet((3, 4), hidden=5, rnn="gru", dropout=0.0, mask=mask).double()
+    blocks.load_state_dict(plain.state_dict())  # weights only: the scatter positions are not state
+    x = torch.randn(2, 3, int(mask.sum()), dtype=torch.float64)
+    # (Unmask makes float32 outside autocast; run both float64 by hand.)
+    outs = [net.rnn(net.encoder(net.unmask(x.reshape(6, -1)).double()).reshape(2, 3, -1))[0] for net in (plain, blocks)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for out in outs:
+        out.square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), blocks.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
+    assert plain.encoder.features[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("shape", [(4, 6, 8), (5, 7, 3), (2, 2, 2), (3, 1, 4)])

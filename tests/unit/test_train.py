@@ -188,6 +188,26 @@ def test_loop_stops_early_and_restores_the_best_weights():
     assert len(history.train_loss) == 4
 
 
+def test_a_per_epoch_state_of_another_network_is_not_loaded(tmp_path, caplog):
+    # Same run (fingerprint) but other weights, e.g. a state written before the network changed:
+    # training starts over instead of failing on, or silently mis-loading, the state dict.
+    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1)
+    settings = LoopSettings(epochs=2, batch_size=2, lr=0.1, weight_decay=0.0, patience=2)
+    path = tmp_path / "resume.pt"
+
+    def run(net):
+        return train_network(torch.nn.Sequential(torch.nn.Flatten(1), net, torch.nn.Flatten(0)), data, settings,
+                             rng=np.random.default_rng(0), generator=torch.Generator().manual_seed(0),
+                             device=torch.device("cpu"), checkpoint=path, fingerprint={"run": 1})
+
+    run(torch.nn.Linear(3, 1))
+    assert path.exists()
+    history = run(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)))
+    assert history.resumed_from is None and len(history.train_loss) == 2
+    assert "checkpoint of another network version" in caplog.text
+    assert run(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))).resumed_from == 2
+
+
 # --- seeds, design, inner split ---------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from brainage.errors import ConfigError
 from brainage.models._inputs import check_ages, check_arrays
 from brainage.train.data import WindowDataset
-from brainage.train.loop import LoopSettings, predict_network, train_network
+from brainage.train.loop import COMPILE_MODES, LoopSettings, predict_network, train_network
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class TorchConfig:
         Dropout probability before the linear head.
     bf16 : bool
         bfloat16 autocast on CUDA GPUs (CPU runs float32).
-    compile : bool
-        ``torch.compile`` the network for training.
+    compile : bool or {"default", "reduce-overhead", "max-autotune"}
+        ``torch.compile`` the network for training (true: mode "default").
     """
 
     hidden: int = 32
@@ -46,7 +46,7 @@ class TorchConfig:
     dropout: float = 0.2
     patience: int = 8
     bf16: bool = True
-    compile: bool = False
+    compile: bool | str = False
 
     def __post_init__(self):
         minimum = {"hidden": 1, "window": 2, "epochs": 1, "batch_size": 1, "patience": 1}
@@ -54,6 +54,9 @@ class TorchConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{type(self).__name__}: {key} must be an integer >= {low}, got {value!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"{type(self).__name__}: compile must be true, false or one of "
+                              f"{', '.join(m for m in COMPILE_MODES if isinstance(m, str))}, got {self.compile!r}")
         if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout <= 0.9):
             raise ConfigError(
                 f"{type(self).__name__}: need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got "

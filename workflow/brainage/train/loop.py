@@ -26,6 +26,10 @@ from brainage.train.data import WindowDataset, pad_left, window_starts
 
 logger = logging.getLogger(__name__)
 
+# Values of ``compile``: off, on (torch.compile's "default" mode), or a torch.compile mode.
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
     """Optimisation and execution settings (mostly the model's config fields of the same names).
@@ -43,8 +47,9 @@ class LoopSettings:
     bf16 : bool
         bfloat16 autocast on CUDA (matrix units at full rate, float32 weights and optimiser);
         ignored on CPU, where float32 is faster for these shapes.
-    compile : bool
-        ``torch.compile`` the network for training (first epoch pays the compilation).
+    compile : bool or str
+        ``torch.compile`` the frame encoder for training (first epoch pays the compilation); a
+        string is the compile mode ("reduce-overhead": CUDA graphs, fewer kernel launches per step).
     workers : int
         Loader worker processes cutting windows ahead of the step (0: in the main process).
     placement : {"auto", "device", "loader"}
@@ -59,7 +64,7 @@ class LoopSettings:
     weight_decay: float
     patience: int
     bf16: bool = True
-    compile: bool = False
+    compile: bool | str = False
     workers: int = 0
     placement: str = "auto"
 
@@ -197,7 +202,7 @@ def train_network(
     state = _State(History())
     first = 1
     if checkpoint is not None and Path(checkpoint).exists():
-        saved = _load_epoch_state(checkpoint, fingerprint)
+        saved = _load_epoch_state(checkpoint, fingerprint, net)
         if saved is not None:
             first = _restore(saved, net, optimiser, state, rng, generator, device) + 1
     loader = epoch_batches(dataset, settings.batch_size, settings.workers, settings.placement, rng, device,
@@ -205,7 +210,7 @@ def train_network(
     if settings.compile:
         # The frame encoder only, in place (the weights keep their names): the recurrent
         # layer and the scatter onto the grid would break the graph.
-        getattr(net, "encoder", net).compile()
+        getattr(net, "encoder", net).compile(mode=None if settings.compile is True else settings.compile)
     rank, world = _rank_world()
     # Several processes (torchrun): gradients are averaged across them after every backward
     # pass, and batch-norm statistics follow process 0's; each process sees its share of
@@ -322,10 +327,14 @@ def _save_epoch_state(path, epoch, net, optimiser, state, rng, generator, finger
         torch.save(saved, tmp)
 
 
-def _load_epoch_state(path, fingerprint) -> dict | None:
+def _load_epoch_state(path, fingerprint, net) -> dict | None:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("fingerprint") != (fingerprint or {}):
         logger.warning("%s: checkpoint of another run (fingerprint differs); training from the start", path)
+        return None
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in saved["net"].items()} != expected:
+        logger.warning("%s: checkpoint of another network version (weights differ); training from the start", path)
         return None
     logger.info("%s: resuming after epoch %d", path, saved["epoch"])
     return saved
