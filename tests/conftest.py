@@ -23,7 +23,7 @@ def shared_data():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the real-Slurm module last.
+    """Run the real-Slurm module last (with pytest-xdist: hand it out last).
 
     It installs Slurm when missing. From then on every Snakemake start (Snakemake imports all
     executor plugins) runs the Slurm plugin's ``scontrol show config`` probe, which waits about
