@@ -14,6 +14,7 @@ from train_fixtures import TINY_PARAMS, blob_mask, write_study
 from brainage import storage
 from brainage.errors import InputDataError
 from brainage.train.__main__ import main
+from brainage.models.cnn_rnn import mirror_index
 from brainage.train.checkpoint import load_checkpoint
 from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
 from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
@@ -317,7 +318,19 @@ def test_cli_cnn_rnn_on_volumes(tmp_path):
     assert (pred["split"] == "test").sum() == 5 and (pred["split"] == "inner").sum() == 1
     card = storage.read_json(tmp_path / "out" / "card.json")
     assert card["input_kind"] == "volumes" and card["params"]["channels"] == [2, 4]
-    assert load_checkpoint(tmp_path / "out" / "checkpoint.pt").network_.encoder.out_features == 4 * 9
+    model = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
+    assert model.network_.encoder.out_features == 4 * 9
+    # A checkpoint of an earlier version also stored the plain grid's scatter positions: they
+    # are ignored (this layout's come from the saved mask), and the model predicts the same.
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    mask = state["inputs"]["mask"].numpy()
+    state["state_dict"] |= {"unmask.index": torch.from_numpy(np.flatnonzero(mask)),
+                            "unmask.flip_index": torch.from_numpy(mirror_index(mask))}
+    torch.save(state, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    torch.testing.assert_close(old.network_.unmask.index, model.network_.unmask.index)
+    X, _ = load_inputs(study["inputs"], pred["participant_id"].tolist(), "volumes")
+    np.testing.assert_array_equal(old.predict(X), model.predict(X))
 
 
 def test_cli_missing_input_names_the_participant(tmp_path, capsys):

@@ -195,6 +195,13 @@ class Unmask(nn.Module):
         self.register_buffer("index", torch.from_numpy(index.astype(np.int64)), persistent=False)
         self.register_buffer("flip_index", torch.from_numpy(mirror_index(mask)), persistent=False)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the positions became non-persistent carry them: drop them
+        # (they were the plain grid's; this layout's are derived from the mask).
+        for name in ("index", "flip_index"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, V)`` to ``(N, 8, X2 + 1, Y2 + 1, Z2 + 1)`` or ``(N, 1, X, Y, Z)``, channels-last."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else torch.float32
