@@ -21,13 +21,3 @@ def shared_data():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
-
-def pytest_collection_modifyitems(config, items):
-    """Run the real-Slurm module last (with pytest-xdist: hand it out last).
-
-    It installs Slurm when missing. From then on every Snakemake start (Snakemake imports all
-    executor plugins) runs the Slurm plugin's ``scontrol show config`` probe, which waits about
-    9 s when no controller answers, as after that module stops its daemons: 20+ later dry runs
-    would pay it. The stable sort keeps every other test in collection order.
-    """
-    items.sort(key=lambda item: item.path.name == "test_slurm_run.py")

@@ -46,9 +46,16 @@ def _slurm_is_up() -> bool:
     return all(ok)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm():
-    """A running single-node Slurm with accounting: (account, partition, time the module started)."""
+    """A running single-node Slurm with accounting: (account, partition, time it was started).
+
+    Session-scoped: daemons started here run until the test session (or xdist worker) ends.
+    Once Slurm is installed, every Snakemake start runs the Slurm executor plugin's
+    ``scontrol show config`` probe (Snakemake imports all executor plugins), which waits about
+    9 s when no controller answers: stopping the daemons after this module would make each
+    later dry run in the session pay that.
+    """
     if os.geteuid() != 0:
         pytest.skip("a local Slurm needs root (slurm_local.sh installs Debian packages and starts the daemons)")
     if not SLURM_LOCAL.is_file():
