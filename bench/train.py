@@ -11,7 +11,7 @@ Data: synthetic subjects on the 4 mm (or 8 mm) grid that extraction makes from f
 ellipsoid brain of the same voxel count, 200 frames per subject, a planted age amplitude; stored
 float16 in-mask, as ``load_inputs`` hands them to the model. Speed does not depend on the values.
 
-Each variant trains through the real loop (``brainage.train.loop.train_network``: sampler, loader
+Each variant trains through the real loop (``brainage.torchloop.loop.train_network``: sampler, loader
 workers, pinned memory, device augmentation, autocast), one warm-up epoch, then ``--epochs`` timed
 epochs. Reported per variant:
 
@@ -42,9 +42,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from demo_run import machine  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes
-from brainage.train.data import WindowDataset
-from brainage.train.batches import resident
-from brainage.train.loop import LoopSettings, autocast, predict_network, train_network
+from brainage.torchloop.data import WindowDataset
+from brainage.torchloop.batches import resident
+from brainage.torchloop.loop import LoopSettings, autocast, predict_network, train_network
 
 REPO = Path(__file__).resolve().parents[1]
 # Grid and in-brain voxel count of extraction's volumes from a 2 mm MNI152 BOLD (bench/extract.py).

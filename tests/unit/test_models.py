@@ -14,7 +14,7 @@ from train_fixtures import TINY_PARAMS, ages_for, blob_mask, planted_series, pla
 from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, make_config
 from brainage.models.cnn_rnn import CnnRnnNet, FrameEncoder, augment_volumes, mirror_index
-from brainage.train.data import masked_frames
+from brainage.torchloop.data import masked_frames
 from brainage.models.roi_gru import RoiGruNet
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from brainage.models.cnn_rnn import FrameEncoder
 from brainage.pretrain.__main__ import main
 from brainage.pretrain.contrastive import PairSampler, PretrainConfig, nt_xent_loss, pretrain_encoder, train_encoder
 from brainage.train.__main__ import main as train_main
-from brainage.train.data import load_inputs, masked_frames
+from brainage.torchloop.data import load_inputs, masked_frames
 from brainage.train.fit import train_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ from brainage.errors import InputDataError
 from brainage.train.__main__ import main
 from brainage.models.cnn_rnn import mirror_index
 from brainage.train.checkpoint import load_checkpoint
-from brainage.train.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
+from brainage.torchloop.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
 from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
-from brainage.train.batches import make_loader
-from brainage.train.loop import LoopSettings, predict_network, train_network
+from brainage.torchloop.batches import make_loader
+from brainage.torchloop.loop import LoopSettings, predict_network, train_network
 
 
 # --- windows and inputs -----------------------------------------------------------------

@@ -19,8 +19,8 @@ from brainage import storage
 SCRIPT = """
 import sys
 import numpy as np, torch, torch.distributed as dist
-from brainage.train.data import WindowDataset
-from brainage.train.loop import LoopSettings, train_network
+from brainage.torchloop.data import WindowDataset
+from brainage.torchloop.loop import LoopSettings, train_network
 
 def run():
     rng = np.random.default_rng(0)

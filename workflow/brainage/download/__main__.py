@@ -15,7 +15,7 @@ def _atlas(args: argparse.Namespace) -> None:
 
 
 def _indi(args: argparse.Namespace) -> None:
-    from brainage.download.fetch import fetch_dataset
+    from brainage.download.indi_fetch import fetch_dataset
 
     fetch_dataset(
         entry=args.entry,

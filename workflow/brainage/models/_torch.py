@@ -11,8 +11,8 @@ from torch import nn
 
 from brainage.errors import ConfigError
 from brainage.models._inputs import check_ages, check_arrays
-from brainage.train.data import WindowDataset
-from brainage.train.loop import COMPILE_MODES, LoopSettings, predict_network, train_network
+from brainage.torchloop.data import WindowDataset
+from brainage.torchloop.loop import COMPILE_MODES, LoopSettings, predict_network, train_network
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class TorchConfig:
     window : int
         Frames per temporal window (random in training, tiling the run at test time).
     epochs, batch_size, lr, weight_decay, patience
-        See :class:`brainage.train.loop.LoopSettings`.
+        See :class:`brainage.torchloop.loop.LoopSettings`.
     dropout : float
         Dropout probability before the linear head.
     bf16 : bool
@@ -83,7 +83,7 @@ class TorchAgeModel:
         Loader worker processes (does not change the result).
     resume : path, optional
         Per-epoch checkpoint of the training loop: written after each epoch, resumed from
-        when it exists (see :func:`brainage.train.loop.train_network`).
+        when it exists (see :func:`brainage.torchloop.loop.train_network`).
     fingerprint : dict, optional
         Identifies the run in ``resume`` (model, parameters, seed, subjects).
     """

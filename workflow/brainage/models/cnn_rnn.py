@@ -14,7 +14,7 @@ from brainage.errors import ConfigError, InputDataError
 from brainage.models._inputs import check_arrays
 from brainage.models._torch import TorchAgeModel, TorchConfig
 from brainage.storage import Volumes
-from brainage.train.data import masked_frames
+from brainage.torchloop.data import masked_frames
 
 logger = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ class RoiGru(TorchAgeModel):
     """Brain age from ROI series with a convolutional-recurrent network.
 
     Trained on random ``window``-frame stretches; a subject's prediction is the mean over
-    non-overlapping windows tiling its whole run (see ``brainage.train.loop.predict_network``).
+    non-overlapping windows tiling its whole run (see ``brainage.torchloop.loop.predict_network``).
     """
 
     name = "roi_gru"

@@ -17,9 +17,9 @@ from torch import nn
 from brainage import storage
 from brainage.errors import ConfigError
 from brainage.models.cnn_rnn import FrameEncoder, Unmask, augment_volumes
-from brainage.train.data import load_inputs, masked_frames
+from brainage.torchloop.data import load_inputs, masked_frames
 from brainage.train.fit import derive_seeds, read_design
-from brainage.train.loop import autocast, describe_device, set_determinism, software_versions
+from brainage.torchloop.loop import autocast, describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +193,13 @@ def train_encoder(
     Parameters
     ----------
     frames : list of ndarray, each (n_timepoints, V), float16 or float32
-        In-mask voxels of every training subject (:func:`brainage.train.data.masked_frames`).
+        In-mask voxels of every training subject (:func:`brainage.torchloop.data.masked_frames`).
     mask : ndarray of bool, shape (X, Y, Z)
     config : PretrainConfig
     seed : int
         Seeds the weights, the pairs and the augmentation.
     device : torch.device
-        bfloat16 autocast on CUDA (:func:`brainage.train.loop.autocast`), float32 on CPU.
+        bfloat16 autocast on CUDA (:func:`brainage.torchloop.loop.autocast`), float32 on CPU.
 
     Returns
     -------

@@ -26,8 +26,8 @@ from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS
 from brainage.train.checkpoint import save_checkpoint
-from brainage.train.data import load_inputs
-from brainage.train.loop import describe_device, set_determinism, software_versions
+from brainage.torchloop.data import load_inputs
+from brainage.torchloop.loop import describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from brainage.download.atlas import fetched, offline
-from brainage.download.atlas.fetch import check_urls
+from brainage.download.atlas import downloaded, offline
+from brainage.download.atlas.http import check_urls
 from brainage.download.atlas.registry import ATLAS_NAMES, validate_spec
 from brainage.download.atlas.standard import BuiltAtlas, write_atlas_dir
 
@@ -17,11 +17,11 @@ logger = logging.getLogger(__name__)
 BUILDERS: dict[str, Callable[..., BuiltAtlas]] = {
     "kmeans": offline.build_kmeans,
     "file": offline.build_file,
-    "schaefer": fetched.build_schaefer,
-    "harvard_oxford": fetched.build_harvard_oxford,
-    "msdl": fetched.build_msdl,
-    "basc": fetched.build_basc,
-    "pcp": fetched.build_pcp,
+    "schaefer": downloaded.build_schaefer,
+    "harvard_oxford": downloaded.build_harvard_oxford,
+    "msdl": downloaded.build_msdl,
+    "basc": downloaded.build_basc,
+    "pcp": downloaded.build_pcp,
     "power": offline.build_spheres,
     "dosenbach": offline.build_spheres,
 }

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from brainage.train.data import WindowDataset, WindowSampler, pad_left
+from brainage.torchloop.data import WindowDataset, WindowSampler, pad_left
 
 # Batches each loader worker keeps ready: enough to cover a slow step without holding many
 # pinned copies of a batch.

@@ -1,4 +1,4 @@
-"""brainage.download.fetch: raw BIDS roots without a dataset_description.json in the bucket get a minimal one."""
+"""brainage.download.indi_fetch: raw BIDS roots without a dataset_description.json in the bucket get a minimal one."""
 
 import json
 import logging
@@ -9,7 +9,7 @@ from s3_testing import reset_server, upload_tree
 
 import brainage
 from brainage import storage
-from brainage.download.fetch import fetch_dataset
+from brainage.download.indi_fetch import fetch_dataset
 
 ENTRY = dict(pipeline="cpac", strategy="filt_global", derivative="rois_cc200", sites=[], age_min=None, age_max=None,
              max_subjects=None, qc_pass=False, task="rest", sessions=[])
@@ -42,7 +42,7 @@ def _expected(name):
 
 
 def test_a_site_root_without_description_gets_one_and_the_other_keeps_its_bytes(server, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="brainage.download.fetch"):
+    with caplog.at_level(logging.INFO, logger="brainage.download.indi_fetch"):
         source, out, files = _fetch(server, tmp_path, "adhd200", drop=["KKI/dataset_description.json"])
     written = out / "KKI" / "dataset_description.json"
     assert json.loads(written.read_text()) == _expected("adhd200 KKI (INDI raw BIDS)")

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainage.download.atlas.fetch import fetch_into, file_url, with_retries
+from brainage.download.atlas.http import fetch_into, file_url, with_retries
 from brainage.download.atlas.offline import read_label_image
 from brainage.download.atlas.standard import BuiltAtlas, label_image, label_names, unique_names
 from brainage.errors import InputDataError

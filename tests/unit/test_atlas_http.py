@@ -19,7 +19,7 @@ from atlas_server import (  # noqa: F401 (atlas_mirror is a fixture)
 )
 
 from brainage.download.atlas import build_atlas
-from brainage.download.atlas import fetch
+from brainage.download.atlas import http
 from brainage.errors import DownloadError
 
 
@@ -185,7 +185,7 @@ def test_an_archive_without_the_expected_member_is_named(mirror, tmp_path):
 
 
 def test_a_broken_transfer_is_resumed(mirror, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)  # the wait between attempts, not the I/O
+    monkeypatch.setattr(http, "BACKOFF_S", 0.01)  # the wait between attempts, not the I/O
     path = MSDL_PATH + "MSDL_rois.zip"  # 96 kB: the half sent before the break spans whole read chunks
     mirror.faults[path] = ["truncate"]
     _, table, img = build({"name": "msdl"}, tmp_path, mirror.urls())
@@ -197,7 +197,7 @@ def test_a_broken_transfer_is_resumed(mirror, tmp_path, monkeypatch):
 
 
 def test_a_503_is_retried(mirror, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_S", 0.01)
     path = PCP_PATH + "CC200.nii.gz"
     mirror.faults[path] = ["503", "503"]
     _, table, _ = build({"name": "pcp"}, tmp_path, mirror.urls())
@@ -206,7 +206,7 @@ def test_a_503_is_retried(mirror, tmp_path, monkeypatch):
 
 
 def test_retries_end_with_one_error_naming_the_attempts(mirror, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_S", 0.01)
     mirror.faults[SCHAEFER_PATH + "Schaefer2018_100Parcels_7Networks_order.txt"] = ["503"] * 3
     with pytest.raises(DownloadError, match=r"atlas 'schaefer': cannot download http://127.0.0.1:\d+/ThomasYeoLab/"
                                             r"\S+/Schaefer2018_100Parcels_7Networks_order.txt "

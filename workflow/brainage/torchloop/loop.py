@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import brainage
 from brainage.storage import atomic_path
-from brainage.train.batches import epoch_batches
-from brainage.train.data import WindowDataset, pad_left, window_starts
+from brainage.torchloop.batches import epoch_batches
+from brainage.torchloop.data import WindowDataset, pad_left, window_starts
 
 logger = logging.getLogger(__name__)
 
