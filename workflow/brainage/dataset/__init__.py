@@ -11,17 +11,15 @@ import numpy as np
 import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
-from brainage.participants import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
 from brainage.preprocess.qc import motion_exclusions
 from brainage.splits import held_out, make_splits
 from brainage import storage
-from brainage.storage import read_json, write_table, write_tsv
+from brainage.storage import EXCLUSION_COLUMNS, MANIFEST_COLUMNS, read_json, write_table, write_tsv
 
 log = logging.getLogger(__name__)
 
 QC_KEYS = ("participant_id", "stage", "status", "reason", "n_frames_kept", "n_timepoints", "mean_fd")
 QC_STATUSES = ("included", "excluded")
-COHORT_COLUMNS = (*MANIFEST_COLUMNS, "n_timepoints", "n_frames_kept", "mean_fd")
 STAGE = "dataset"
 
 
@@ -133,7 +131,7 @@ def _apply_qc(manifest: pd.DataFrame, records: dict[str, dict]) -> tuple[pd.Data
     for key in ("n_timepoints", "n_frames_kept", "mean_fd"):
         cohort[key] = [records[pid][key] for pid in cohort["participant_id"]]
     cohort = cohort.astype({"n_timepoints": "int64", "n_frames_kept": "int64", "mean_fd": "float64"})
-    return cohort, pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    return cohort, storage.exclusions_frame(excluded)
 
 
 def _motion_qc(cohort: pd.DataFrame, records: dict[str, dict], qc_params: dict) -> pd.DataFrame:

@@ -14,14 +14,13 @@ from brainage.download.phenotypes import (
     ABIDE_PHENOTYPE,
     ABIDE_QC_COLUMNS,
     DATASETS,
-    EXCLUSION_COLUMNS,
     MANIFEST_COLUMNS,
     STAGE,
     normalise_phenotypes,
     validate_entry,
 )
 from brainage.errors import ConfigError
-from brainage.storage import require_columns
+from brainage.storage import exclusions_frame, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def select(entry: dict, manifest: pd.DataFrame, seed: int) -> tuple[pd.DataFrame
         kept = _log_filter(kept, kept["age"] <= entry["age_max"], name, f"age <= {entry['age_max']}")
     if kept.empty:
         raise ConfigError(f"datasets[{name}]: no participant left after the site and age filters")
-    exclusions = pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
+    exclusions = exclusions_frame()
     if entry["qc_pass"]:
         kept, exclusions = _qc(kept)
     if entry["max_subjects"] is not None and entry["max_subjects"] < len(kept):
@@ -220,7 +219,7 @@ def _exclude(kept: pd.DataFrame, manifest: pd.DataFrame, exclude: dict[str, str]
             for pid in kept.loc[drop, "participant_id"]]
     if rows:
         log.info("%s: exclude: %d subjects excluded by the config", name, len(rows))
-    return kept[~drop.to_numpy()], pd.DataFrame(rows, columns=list(EXCLUSION_COLUMNS))
+    return kept[~drop.to_numpy()], exclusions_frame(rows)
 
 
 def _filter_sites(table: pd.DataFrame, sites: list[str], name: str) -> pd.DataFrame:
@@ -247,7 +246,7 @@ def _qc(kept: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     passed = np.array([r is None for r in reasons])
     log.info("abide_pcp: qc_pass: kept %d of %d", int(passed.sum()), len(kept))
     excluded = [(pid, STAGE, r) for pid, r in zip(kept["participant_id"], reasons) if r is not None]
-    return kept[passed], pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    return kept[passed], exclusions_frame(excluded)
 
 
 def subject_keys(entry: dict, selected: pd.DataFrame, listing: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -277,7 +276,7 @@ def subject_keys(entry: dict, selected: pd.DataFrame, listing: list[str]) -> tup
     """
     validate_entry(entry)
     if entry["name"] == "abide_pcp":
-        return _abide_keys(entry, selected), pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
+        return _abide_keys(entry, selected), exclusions_frame()
     return _bids_keys(entry, selected, listing)
 
 
@@ -393,7 +392,7 @@ def _bids_keys(entry: dict, selected: pd.DataFrame, listing: list[str]) -> tuple
     keys = pd.DataFrame(rows, columns=list(KEY_COLUMNS)).drop_duplicates(ignore_index=True)
     log.info("%s: %d files for %d subjects; %d subjects without usable images",
              entry["name"], len(keys), keys["participant_id"].nunique(), len(excluded))
-    return keys, pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    return keys, exclusions_frame(excluded)
 
 
 def _missing(bold: list, anat: list, task: str, sessions: list[str], where: str) -> str | None:

@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 # The same exclusion table and stage name as the phenotype step's.
 STAGE = phenotypes.STAGE
-EXCLUSION_COLUMNS = list(phenotypes.EXCLUSION_COLUMNS)
 FILE_COLUMNS = ["participant_id", "kind", "key", "path", "size", "md5", "status"]
 
 
@@ -105,7 +104,7 @@ def fetch_dataset(
         _describe_bids_roots(entry["name"], files, out_dir, prefix)
     storage.write_tsv(manifest_out, keep.reset_index(drop=True))
     storage.write_tsv(files_out, files.reset_index(drop=True))
-    storage.write_tsv(exclusions_out, exclusions[EXCLUSION_COLUMNS].reset_index(drop=True))
+    storage.write_tsv(exclusions_out, exclusions[list(storage.EXCLUSION_COLUMNS)].reset_index(drop=True))
     log.info("%s: %d subjects with all files, %d excluded", entry["name"], len(keep), len(exclusions))
 
 
@@ -169,7 +168,7 @@ def _local_paths(files: pd.DataFrame, out_dir: Path, prefix: str) -> tuple[pd.Da
             paths.append(None)
             unsafe.append((participant_id, STAGE, str(err)))
     files = files.assign(path=paths)
-    return files[files["path"].notna()], pd.DataFrame(unsafe, columns=EXCLUSION_COLUMNS)
+    return files[files["path"].notna()], storage.exclusions_frame(unsafe)
 
 
 def _record_results(files: pd.DataFrame, results: list[FetchResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -184,7 +183,7 @@ def _record_results(files: pd.DataFrame, results: list[FetchResult]) -> tuple[pd
         for pid, result in zip(files["participant_id"], results)
         if result.status not in ("fetched", "present")
     ]
-    failed = pd.DataFrame(bad, columns=EXCLUSION_COLUMNS).drop_duplicates("participant_id")
+    failed = storage.exclusions_frame(bad).drop_duplicates("participant_id")
     for pid, _, reason in failed.itertuples(index=False):
         log.error("excluding %s: %s", pid, reason)
     return files[FILE_COLUMNS], failed

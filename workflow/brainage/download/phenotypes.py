@@ -13,12 +13,12 @@ import pandas as pd
 
 from brainage.errors import ConfigError, InputDataError
 from brainage.participants import age_problem
-from brainage.storage import require_columns
+from brainage.storage import EXCLUSION_COLUMNS, exclusions_frame, require_columns
+from brainage.storage import INDI_MANIFEST_COLUMNS as MANIFEST_COLUMNS
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("abide_pcp", "adhd200", "nki_rs", "corr")
-EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
 STAGE = "download"
 ENTRY_KEYS = ("name", "pipeline", "strategy", "derivative", "sites", "age_min", "age_max",
               "max_subjects", "qc_pass", "task", "sessions")
@@ -50,7 +50,6 @@ _FORMATS = {
 }
 
 
-MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex", "diagnosis", "source_id")
 # PCP functional QC: rater 1's rating and the functional ratings of raters 2 and 3 (the columns of
 # the PCP quality-assessment-protocol poster_data/abide_func.csv that the phenotype file also has).
 # nilearn's fetch_abide_pcp(quality_checked=True) also checks the anatomical raters and accepts
@@ -308,7 +307,7 @@ def _deduplicate(people: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             reason = f"conflicting phenotype rows: {', '.join(group['where'])}"
             log.warning("excluding %s: %s", pid, reason)
             excluded.append((pid, STAGE, reason))
-    return people.loc[rows].reset_index(drop=True), pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    return people.loc[rows].reset_index(drop=True), exclusions_frame(excluded)
 
 
 def _ages(people: pd.DataFrame, sessions: pd.DataFrame, wanted: list[str]):

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainage.download.phenotypes import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
 from brainage.errors import InputDataError
-from brainage.storage import read_tsv, require_columns, write_tsv
+from brainage.storage import (
+    EXCLUSION_COLUMNS,
+    INDI_MANIFEST_COLUMNS,
+    exclusions_frame,
+    read_tsv,
+    require_columns,
+    write_tsv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +34,12 @@ def merge_manifests(
     Parameters
     ----------
     manifests : list of path-like
-        Per-dataset manifests: MANIFEST_COLUMNS (participant_id, dataset, site, age, sex,
+        Per-dataset manifests: INDI_MANIFEST_COLUMNS (participant_id, dataset, site, age, sex,
         diagnosis, source_id) first, then any extra columns.
     exclusions : list of path-like
         Per-dataset exclusions: participant_id, stage, reason.
     out : path-like
-        Merged manifest: MANIFEST_COLUMNS first, then the extra columns in order of first
+        Merged manifest: INDI_MANIFEST_COLUMNS first, then the extra columns in order of first
         appearance; a column a dataset lacks is ``n/a`` in its rows.
     exclusions_out : path-like
         Merged exclusions, in input order.
@@ -47,11 +53,11 @@ def merge_manifests(
     tables = []
     for path in manifests:
         table = read_tsv(path, dtype=str)
-        require_columns(table, path, MANIFEST_COLUMNS, "manifest")
+        require_columns(table, path, INDI_MANIFEST_COLUMNS, "manifest")
         tables.append(table)
     _check_unique(tables, manifests)
-    extra = list(dict.fromkeys(c for t in tables for c in t.columns if c not in MANIFEST_COLUMNS))
-    columns = [*MANIFEST_COLUMNS, *extra]
+    extra = list(dict.fromkeys(c for t in tables for c in t.columns if c not in INDI_MANIFEST_COLUMNS))
+    columns = [*INDI_MANIFEST_COLUMNS, *extra]
     merged = pd.concat([t.reindex(columns=columns) for t in tables], ignore_index=True)
     if merged.empty:
         raise InputDataError(f"no participant in any manifest: {[str(p) for p in manifests]}")
@@ -60,7 +66,7 @@ def merge_manifests(
         table = read_tsv(path, dtype=str)
         require_columns(table, path, EXCLUSION_COLUMNS, "exclusions table")
         dropped.append(table[list(EXCLUSION_COLUMNS)])
-    excluded = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
+    excluded = pd.concat(dropped, ignore_index=True) if dropped else exclusions_frame()
     write_tsv(out, merged)
     write_tsv(exclusions_out, excluded)
     log.info("merged %d manifests: %d participants, %d exclusions", len(tables), len(merged), len(excluded))

@@ -15,7 +15,6 @@ from brainage.errors import ConfigError, InputDataError
 log = logging.getLogger(__name__)
 
 STAGE = "qc"
-EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
 FD_COLUMN = "framewise_displacement"
 
 
@@ -191,4 +190,4 @@ def motion_exclusions(records: dict[str, dict], params: dict) -> pd.DataFrame:
         if reasons:
             log.warning("excluding %s (qc): %s", pid, "; ".join(reasons))
             rows.append((pid, STAGE, "; ".join(reasons)))
-    return pd.DataFrame(rows, columns=list(EXCLUSION_COLUMNS))
+    return storage.exclusions_frame(rows)

@@ -10,14 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from brainage import storage
+from brainage.storage import COHORT_COLUMNS, EXCLUSION_COLUMNS, MANIFEST_COLUMNS
 from brainage.errors import ConfigError, InputDataError
 
 logger = logging.getLogger(__name__)
 
 # Columns each input must have (the contracts of the stages that write them); extra columns are kept.
-MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex")
-COHORT_COLUMNS = ("participant_id", "dataset", "site", "age", "sex", "n_timepoints", "n_frames_kept", "mean_fd")
-EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
 METRIC_COLUMNS = (
     "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd", "mae_corrected", "r_corrected",
     "delta_mae_vs_dummy",

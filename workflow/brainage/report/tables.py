@@ -6,6 +6,8 @@ import html
 
 import pandas as pd
 
+from brainage.storage import EXCLUSION_COLUMNS
+
 # Decimals per metrics column: errors in years to 0.01 y, unitless scores to 0.001.
 _METRIC_DIGITS = {
     "mae": 2, "rmse": 2, "mae_corrected": 2, "delta_mae_vs_dummy": 2,
@@ -148,5 +150,5 @@ def exclusions_table(exclusions: pd.DataFrame) -> str:
     """
     if exclusions.empty:
         return f'<p class="none">{html.escape(NO_EXCLUSION)}</p>'
-    shown = exclusions[["participant_id", "stage", "reason"]].map(_format_cell)
+    shown = exclusions[list(EXCLUSION_COLUMNS)].map(_format_cell)
     return html_table(shown, "exclusions")
