@@ -1,11 +1,9 @@
 """Shared pytest set-up: offline nilearn data folder, repository paths, the shared real data."""
 
-from pathlib import Path
-
 import pytest
+from shared_paths import SHARED, require_shared
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +14,5 @@ def _offline_nilearn(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared_data():
-    """The real data in ../shared/data (never copied into the repository)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The real data in ../shared/data (never copied into the repository); skipped without it, failed under CI."""
+    return require_shared(SHARED_DATA, "shared data")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from brainage.demo.generate import generate_demo
+from shared_paths import require_shared
 from snakemake_helpers import make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -58,8 +59,7 @@ def slurm():
     """
     if os.geteuid() != 0:
         pytest.skip("a local Slurm needs root (slurm_local.sh installs Debian packages and starts the daemons)")
-    if not SLURM_LOCAL.is_file():
-        pytest.skip(f"{SLURM_LOCAL} not found: no recipe to start a local Slurm")
+    require_shared(SLURM_LOCAL, "the recipe to start a local Slurm (slurm_local.sh)")
     started = datetime.now() - timedelta(minutes=1)
     ours = not _slurm_is_up()
     if ours and not all(Path("/usr/sbin", name).exists() for name in DAEMONS):
