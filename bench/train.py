@@ -154,7 +154,11 @@ class Utilisation:
 
 def network(variant: Variant, mask: np.ndarray, device: torch.device) -> CnnRnnNet:
     """The default cnn_rnn network (hidden 32, GRU) with the variant's channels and stem layout."""
-    net = CnnRnnNet(variant.channels, 32, "gru", 0.2, mask, space_to_depth=variant.space_to_depth)
+    # Voxel size irrelevant to speed; x = 0 at the grid's centre (a symmetric ellipsoid), so the
+    # flips of the augmentation run, as in training on MNI-space volumes.
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[0, 3] = -(mask.shape[0] - 1) / 2
+    net = CnnRnnNet(variant.channels, 32, "gru", 0.2, mask, space_to_depth=variant.space_to_depth, affine=affine)
     return net.to(device).to(memory_format=torch.channels_last_3d)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from train_fixtures import TINY_PARAMS, ages_for, blob_mask, planted_series, planted_volumes
+from train_fixtures import GRID_AFFINE, TINY_PARAMS, ages_for, blob_mask, planted_series, planted_volumes
 
 from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, make_config
@@ -50,19 +50,27 @@ def test_unknown_parameter_is_named_with_the_allowed_ones():
         get_model("dummy", {"alpha": 1}, 0)
 
 
-def _schema_defaults() -> dict:
-    schema = yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text())
-    models = schema["properties"]["models"]["properties"]
-    return {name: {k: v.get("default") for k, v in spec.get("properties", {}).items()} for name, spec in models.items()}
+def _plain(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def test_config_defaults_equal_the_schema_defaults():
-    defaults = _schema_defaults()
-    assert sorted(defaults) == list_models()
-    for name, expected in defaults.items():
-        config = make_config(name, {})
-        got = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-        assert got == expected, name
+def test_config_yaml_lists_every_model_parameter_at_its_dataclass_default():
+    # One definition of each default (the Config dataclass); config.yaml shows users the same values.
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert sorted(config["models"]) == list_models()
+    for name in list_models():
+        assert config["models"][name] == _plain(make_config(name, {})), name
+
+
+def test_schema_declares_the_model_parameters_without_defaults():
+    schema = yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text())["properties"]
+    models = schema["models"]["properties"]
+    assert sorted(models) == list_models()
+    for name, spec in models.items():
+        properties = spec.get("properties", {})
+        assert sorted(properties) == sorted(_plain(make_config(name, {}))), name
+        assert [k for k, v in properties.items() if "default" in v] == [], name
+    assert [k for k, v in schema["pretrain"]["properties"].items() if "default" in v] == []
 
 
 def test_config_yaml_models_build():
@@ -85,7 +93,7 @@ def test_config_yaml_models_build():
         ("roi_gru", {"conv_channels": 0}, "conv_channels must be an integer >= 1, got 0"),
         ("roi_gru", {"window": 1}, "window must be an integer >= 2, got 1"),
         ("cnn_rnn", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
-        ("roi_gru", {"dropout": 0.95}, r"need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got lr=0.003"),
+        ("roi_gru", {"dropout": 0.95}, r"need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got lr=0.001"),
         ("roi_gru", {"lr": 0.0}, r"need lr > 0.*got lr=0.0,"),
         ("cnn_rnn", {"compile": "fastest"},
          "compile must be true, false or one of default, reduce-overhead, max-autotune, got 'fastest'"),
@@ -345,19 +353,81 @@ def test_same_seed_gives_identical_predictions(name):
 # --- augmentation -----------------------------------------------------------------------
 
 
+def _affine(x0: float, size: float = 4.0) -> np.ndarray:
+    """Diagonal voxel-to-world affine with world x = 0 at voxel coordinate ``x0``."""
+    affine = np.diag([size, size, size, 1.0])
+    affine[0, 3] = -size * x0
+    return affine
+
+
 def test_mirror_index_maps_each_voxel_to_its_left_right_mirror():
     mask = np.zeros((4, 2, 1), dtype=bool)
     mask[[0, 1, 3], 0, 0] = True  # (0,0,0)<->(3,0,0) both in; (1,0,0)'s mirror (2,0,0) is out
     mask[2, 1, 0] = True  # its mirror (1,1,0) is out
+    # x = 0 half-way between voxels 1 and 2 (centres at -6, -2, 2, 6 mm): the grid is symmetric.
     # In-mask order (C order): (0,0,0), (1,0,0), (2,1,0), (3,0,0); V = 4 means "outside".
-    np.testing.assert_array_equal(mirror_index(mask), [3, 4, 4, 0])
+    np.testing.assert_array_equal(mirror_index(mask, _affine(1.5)), [3, 4, 4, 0])
+    # x = 0 at voxel 1 (centres at -4, 0, 4, 8 mm): i <-> 2 - i. (0,0,0)'s mirror (2,0,0) is out,
+    # (1,0,0) is its own, (2,1,0)'s mirror (0,1,0) is out, (3,0,0)'s is off the grid.
+    np.testing.assert_array_equal(mirror_index(mask, _affine(1.0)), [4, 1, 4, 4])
+
+
+def test_flip_moves_a_pattern_at_world_x_plus_a_to_minus_a_when_x0_is_not_the_grid_centre():
+    # 10 voxels of 4 mm, x = 0 at voxel 3 (the grid's centre is 4.5): a pattern at x = +8 mm
+    # (voxel 5) must come back at x = -8 mm (voxel 1), not at the grid mirror (voxel 4).
+    mask = np.ones((10, 2, 1), dtype=bool)
+    affine = _affine(3.0)
+    grid = np.zeros((10, 2, 1), dtype=np.float32)
+    grid[5, 1, 0] = 1.0
+    x = torch.from_numpy(np.repeat(grid[mask][None, None], 32, axis=0))  # (B=32, T=1, V=20)
+    flip_index = torch.from_numpy(mirror_index(mask, affine))
+    out = augment_volumes(x, torch.Generator().manual_seed(0), flip_index, scale_std=0.0, noise_std=0.0)
+    flipped = np.zeros((32, *mask.shape), dtype=np.float32)
+    flipped[:, mask] = out[:, 0].numpy()
+    changed = [not np.array_equal(f, grid) for f in flipped]
+    assert 0 < sum(changed) < 32
+    world = np.array([affine @ [i, 1, 0, 1] for i in range(10)])[:, 0]
+    for f in np.array(flipped)[changed]:
+        (i,), (j,), _ = np.nonzero(f)
+        assert (world[i], j) == (-8.0, 1)
+
+
+def test_mirror_index_is_an_involution_on_a_symmetric_mask_and_within_half_a_voxel_of_minus_x():
+    rng = np.random.default_rng(0)
+    mask = rng.random((9, 4, 3)) < 0.5
+    mask |= mask[::-1]  # symmetric about voxel 4 = x 0
+    index = mirror_index(mask, _affine(4.0, size=8.0))
+    assert np.all(index < mask.sum())
+    np.testing.assert_array_equal(index[index], np.arange(mask.sum()))
+    # 4 mm blocks of fMRIPrep's 2 mm MNI grid (x = 0 at voxel 23.75 of 49): no voxel centre sits
+    # at -x, the nearest one is used (half a voxel off at most; the mirror plane, a quarter).
+    full = np.ones((49, 1, 1), dtype=bool)
+    affine = _affine(23.75)
+    index = mirror_index(full, affine)
+    x = affine[0, 0] * np.arange(49) + affine[0, 3]
+    inside = index < 49
+    assert np.all(np.abs(x[index[inside]] + x[inside]) <= 2.0)
+    np.testing.assert_array_equal(index[index[inside]], np.flatnonzero(inside))
+
+
+def test_mirror_index_turns_flips_off_when_x_is_not_the_first_voxel_axis(caplog):
+    affine = np.eye(4)[[1, 0, 2, 3]]  # world x along the second voxel axis
+    assert mirror_index(np.ones((3, 3, 3), dtype=bool), affine) is None
+    assert "left-right flips off: world x is not the first voxel axis" in caplog.text
+    assert CnnRnnNet((2,), 4, "gru", 0.0, np.ones((3, 3, 3), dtype=bool), affine=affine).unmask.flip_index is None
+
+
+def test_mirror_index_warns_when_few_voxels_have_a_mirror_in_the_mask(caplog):
+    index = mirror_index(np.ones((4, 1, 1), dtype=bool), _affine(-5.0))  # x = 0 far off the grid
+    np.testing.assert_array_equal(index, [4, 4, 4, 4])
+    assert "only 0% of the in-mask voxels have a mirror about x = 0 in the mask" in caplog.text
 
 
 def test_augment_volumes_flips_left_right_and_jitters_inside_the_brain_only():
     grids = np.stack(planted_volumes(np.full(16, 40.0), np.random.default_rng(0), n_timepoints=3)).astype(np.float16)
     frames, mask = masked_frames(list(grids))
     x = torch.from_numpy(np.stack(frames)).float()
-    flip_index = torch.from_numpy(mirror_index(mask))
+    flip_index = torch.from_numpy(mirror_index(mask, GRID_AFFINE))  # x = 0 at the grid's centre
     gen = torch.Generator().manual_seed(0)
     same = augment_volumes(x, gen, None, scale_std=0.0, noise_std=0.0)
     torch.testing.assert_close(same, x)

@@ -281,6 +281,17 @@ def test_fmriprep_source_names_its_folder_and_participants(methods_text):
     assert "from the res-2 BOLD grid" in text and "synthetic" not in text
 
 
+def test_methods_name_the_res_label_of_the_files_actually_read(methods_text):
+    # The demo writes its BOLD at demo.voxel_size (res-4), whatever inputs.res says.
+    config = resolved_config()
+    config["demo"]["voxel_size"], config["inputs"]["res"] = 4, "2"
+    text = methods_text(config)
+    assert "space-MNI152NLin2009cAsym, res-4)" in text and "res-2" not in text
+    config["inputs"]["source"] = "fmriprep"
+    text = methods_text(config)
+    assert "space-MNI152NLin2009cAsym, res-2)" in text and "from the res-2 BOLD grid" in text and "res-4" not in text
+
+
 def test_every_model_parameter_changes_the_methods_text(methods_text):
     config = resolved_config()
     before = methods_text(config)

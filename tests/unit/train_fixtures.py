@@ -19,6 +19,9 @@ TINY_CNN_RNN = dict(channels=[2, 4], hidden=6, rnn="gru", window=4, epochs=2, ba
 TINY_PARAMS = {"dummy": {}, "connectome_ridge": {"kind": "correlation", "alphas": [1.0, 10.0, 100.0]},
                "roi_gru": TINY_ROI_GRU, "cnn_rnn": TINY_CNN_RNN}
 GRID = (6, 7, 6)
+# 4 mm voxels, world x = 0 half-way between voxels 2 and 3 (the grid's centre, as in MNI space):
+# left-right flips mirror the grid.
+GRID_AFFINE = np.array([[4.0, 0, 0, -10.0], [0, 4.0, 0, -12.0], [0, 0, 4.0, -10.0], [0, 0, 0, 1.0]])
 
 
 def ages_for(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,7 +96,7 @@ def write_study(root: Path, n: int = 12, n_folds: int = 3, kind: str = "series",
     else:
         for pid, a in zip(ids, planted_volumes(ages, rng)):
             path = root / f"{pid}_volumes.parquet"
-            storage.write_volumes(path, a, blob_mask(), np.eye(4), participant_id=pid)
+            storage.write_volumes(path, a, blob_mask(), GRID_AFFINE, participant_id=pid)
             inputs.append(path)
     return {"cohort": root / "cohort.parquet", "splits": root / "splits.tsv", "inputs": inputs,
             "ids": ids, "ages": ages, "folds": folds}

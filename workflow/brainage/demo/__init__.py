@@ -6,7 +6,26 @@ only to list the demo subjects. The generator lives in :mod:`brainage.demo.gener
 
 from __future__ import annotations
 
-__all__ = ["generate_demo", "subject_ids"]
+__all__ = ["bold_res", "generate_demo", "subject_ids"]
+
+
+def bold_res(config: dict) -> str:
+    """The ``res-`` label of the BOLD files the workflow reads (the file names and the methods text).
+
+    Parameters
+    ----------
+    config : dict
+        The resolved workflow config (``inputs``, ``demo``).
+
+    Returns
+    -------
+    str
+        The demo writes its files at ``demo.voxel_size`` (``res-4`` at 4 mm); every other
+        source reads ``inputs.res``.
+    """
+    if config["inputs"]["source"] == "demo":
+        return str(config["demo"]["voxel_size"])
+    return str(config["inputs"]["res"])
 
 
 def subject_ids(n_subjects: int) -> list[str]:

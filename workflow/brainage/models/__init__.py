@@ -11,7 +11,8 @@ logger = logging.getLogger(__name__)
 # One entry per key of ``models:`` in config/config.yaml (and its schema): the module and class,
 # what the model reads ("series" or "volumes"; equal to the class's ``input_kind``, tested), and
 # whether it is a torch model (trained by the shared loop: GPUs, several processes; tested).
-# Every class has a frozen ``Config`` dataclass whose defaults equal the schema's, ``fit(X, y,
+# Every class has a frozen ``Config`` dataclass that owns the parameters' defaults (the schema has
+# types and ranges only; config.yaml lists the same values, tested), ``fit(X, y,
 # X_valid=None, y_valid=None)`` and ``predict(X)``. The classes are imported on first use:
 # building the DAG needs only the input kinds, and importing torch and scikit-learn costs ~4 s.
 _REGISTRY = {
@@ -80,7 +81,7 @@ def __getattr__(name: str):
 def make_config(name: str, params: dict):
     """Turn a model's parameter dict (its config sub-tree) into its frozen ``Config``.
 
-    Missing keys take the schema defaults; lists become tuples (so the config is hashable
+    Missing keys take the ``Config`` dataclass defaults; lists become tuples (so the config is hashable
     and cannot change after the model is built).
 
     Raises

@@ -17,9 +17,14 @@ from brainage.torchloop.loop import COMPILE_MODES, LoopSettings, predict_network
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TorchConfig:
-    """Parameters shared by the torch models (defaults: ``torch_common`` in the config schema).
+    """Parameters shared by the torch models (``torch_common`` in the config schema).
+
+    The defaults here and in each model's subclass are the only ones: the schema declares
+    types and ranges, config/config.yaml lists the same values (tested). ``hidden``,
+    ``window``, ``epochs``, ``batch_size`` and ``patience`` differ between the models, so
+    each subclass sets them.
 
     Attributes
     ----------
@@ -37,14 +42,14 @@ class TorchConfig:
         ``torch.compile`` the network for training (true: mode "default").
     """
 
-    hidden: int = 32
-    window: int = 24
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 0.003
+    hidden: int
+    window: int
+    epochs: int
+    batch_size: int
+    lr: float = 0.001
     weight_decay: float = 0.0001
     dropout: float = 0.2
-    patience: int = 8
+    patience: int
     bf16: bool = True
     compile: bool | str = False
 

@@ -57,7 +57,7 @@ class DummyAge(RegressorMixin, BaseEstimator):
 
 @dataclasses.dataclass(frozen=True)
 class ConnectomeRidgeConfig:
-    """Parameters of ``connectome_ridge`` (defaults: config/config.schema.yaml).
+    """Parameters of ``connectome_ridge`` and their defaults (config/config.yaml lists the same values).
 
     Attributes
     ----------

@@ -13,8 +13,8 @@ from torch import nn
 from brainage.errors import ConfigError, InputDataError
 from brainage.models._inputs import check_arrays
 from brainage.models._torch import TorchAgeModel, TorchConfig
-from brainage.storage import Volumes
-from brainage.torchloop.data import masked_frames
+from brainage.storage import Volumes, read_torch
+from brainage.torchloop.data import masked_frames, shared_affine
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,16 @@ NOISE_STD = 0.1
 # Spatial summary kept next to the global average: mean of each octant of the feature map.
 _SUMMARY_GRID = 2
 _RNNS = {"gru": nn.GRU, "lstm": nn.LSTM}
+# mirror_index: off-diagonal affine terms below this fraction of the x voxel size count as zero
+# (header rounding), and the share of in-mask voxels with an in-mask mirror below which a grid
+# is reported as unlikely to be in MNI space (brain masks there are near-symmetric).
+_AXIS_TOLERANCE = 1e-3
+_MIN_MIRRORED = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class CnnRnnConfig(TorchConfig):
-    """Parameters of ``cnn_rnn`` (defaults: config/config.schema.yaml).
+    """Parameters of ``cnn_rnn`` and their defaults (config/config.yaml lists the same values).
 
     Attributes
     ----------
@@ -38,13 +43,21 @@ class CnnRnnConfig(TorchConfig):
     rnn : {"gru", "lstm"}
         Recurrent layer over the frame embeddings.
     augment : bool
-        Random left-right flips, per-window gain and voxel noise during training (random
-        temporal windows are always used).
+        Random left-right flips about world x = 0 (:func:`mirror_index`; none for inputs
+        without an affine), per-window gain and voxel noise during training (random temporal
+        windows are always used).
     pretrain : bool
         Initialise the frame encoder from the self-supervised stage (``brainage.pretrain``);
         the workflow then hands the fold's encoder file to ``train_model`` (``init_encoder``).
+    hidden, window, epochs, batch_size, patience
+        See :class:`~brainage.models._torch.TorchConfig`.
     """
 
+    hidden: int = 32
+    window: int = 24
+    epochs: int = 40
+    batch_size: int = 8
+    patience: int = 12
     channels: tuple[int, ...] = (8, 16)
     rnn: str = "gru"
     augment: bool = True
@@ -176,9 +189,13 @@ class Unmask(nn.Module):
     ----------
     mask : ndarray of bool, shape (X, Y, Z)
     space_to_depth : bool
+    affine : ndarray, shape (4, 4), optional
+        Voxel-to-world (mm) affine of the grid: ``flip_index`` (:func:`mirror_index`) mirrors
+        about world x = 0. None (frames given as bare grids), or a grid whose x axis is not
+        the first voxel axis: ``flip_index`` is None and there are no flips.
     """
 
-    def __init__(self, mask: np.ndarray, space_to_depth: bool = True):
+    def __init__(self, mask: np.ndarray, space_to_depth: bool = True, affine: np.ndarray | None = None):
         super().__init__()
         mask = np.asarray(mask, dtype=bool)
         self.grid_shape = tuple(int(n) for n in mask.shape)
@@ -193,7 +210,8 @@ class Unmask(nn.Module):
         # Derived from the mask (which the model saves): not part of the state dict, so a state
         # dict never carries positions of another layout.
         self.register_buffer("index", torch.from_numpy(index.astype(np.int64)), persistent=False)
-        self.register_buffer("flip_index", torch.from_numpy(mirror_index(mask)), persistent=False)
+        flip = None if affine is None else mirror_index(mask, affine)
+        self.register_buffer("flip_index", None if flip is None else torch.from_numpy(flip), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before the positions became non-persistent carry them: drop them
@@ -210,20 +228,53 @@ class Unmask(nn.Module):
         return grid.view(x.shape[0], *self.layout).permute(0, 4, 1, 2, 3)  # a channels-last view
 
 
-def mirror_index(mask: np.ndarray) -> np.ndarray:
-    """For each in-mask voxel, the position of its left-right mirror among the in-mask voxels.
+def mirror_index(mask: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+    """For each in-mask voxel, the position of its mirror about world x = 0 among the in-mask voxels.
 
-    x (the first axis) is the left-right axis on MNI-space grids with a diagonal affine, as
-    fMRIPrep writes them. A mirror voxel outside the mask gets ``V`` (one past the end: a
-    zero column appended before gathering).
+    Brains in MNI space are near-symmetric about the midline x = 0, which need not be the
+    grid's centre (4 mm blocks of fMRIPrep's 2 mm MNI152NLin2009cAsym grid put x = 0 at voxel
+    23.75 of 49). The mirror of voxel ``(i, j, k)`` is ``(m - i, j, k)`` with ``m`` the whole
+    number nearest ``2 * i0``, ``i0`` the voxel coordinate of x = 0: the grid voxel whose centre
+    is nearest to ``-x``. A whole ``m`` keeps the flip a permutation of voxels (an involution,
+    no interpolation, so flipped frames are as sharp as the others); the price is a mirror
+    plane up to a quarter of a voxel off x = 0 (exact when x = 0 is a voxel centre or lies
+    half-way between two; 1 mm at 4 mm and at 8 mm on that MNI grid; a tie, 2 * i0 at a
+    half, takes the larger ``m``). A mirror off the grid or outside the mask gets ``V`` (one
+    past the end: a zero column appended before gathering), as outside the brain.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (X, Y, Z)
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (mm) affine of the grid.
 
     Returns
     -------
-    ndarray of int64, shape (V,)
+    ndarray of int64, shape (V,), or None
+        None when world x is not along the first voxel axis alone (an oblique or permuted
+        grid): a mirror about x = 0 is then no permutation of voxels, and no flip is better than
+        a wrong one (logged as a warning).
     """
+    mask = np.asarray(mask, dtype=bool)
+    a = np.asarray(affine, dtype=float)
+    if a[0, 0] == 0 or np.any(np.abs([a[0, 1], a[0, 2], a[1, 0], a[2, 0]]) > _AXIS_TOLERANCE * abs(a[0, 0])):
+        logger.warning("left-right flips off: world x is not the first voxel axis of the grid (affine %s)",
+                       np.round(a, 3).tolist())
+        return None
+    # x(i) = a00 * i + a03 = 0 at i0 = -a03 / a00; rounded first so that float noise in the
+    # header does not move a tie.
+    m = int(np.floor(np.round(-2.0 * a[0, 3] / a[0, 0], 6) + 0.5))
     position = np.full(mask.shape, mask.sum(), dtype=np.int64)
     position[mask] = np.arange(mask.sum())
-    return position[::-1][mask]
+    i, j, k = np.nonzero(mask)  # C order, as the in-mask voxels
+    mirror = m - i
+    inside = (mirror >= 0) & (mirror < mask.shape[0])
+    out = np.full(i.size, mask.sum(), dtype=np.int64)
+    out[inside] = position[mirror[inside], j[inside], k[inside]]
+    if i.size and np.mean(out < i.size) < _MIN_MIRRORED:
+        logger.warning("left-right flips: only %.0f%% of the in-mask voxels have a mirror about x = 0 in the mask "
+                       "(the rest flip to zero); is the grid in MNI space?", 100 * np.mean(out < i.size))
+    return out
 
 
 class CnnRnnNet(nn.Module):
@@ -240,12 +291,14 @@ class CnnRnnNet(nn.Module):
     space_to_depth : bool
         Frames reach the first convolution as 2x2x2 blocks (:class:`Unmask`, :class:`StemConv`);
         the same function, faster on GPUs. False: as a 1-channel grid.
+    affine : ndarray, shape (4, 4), optional
+        The grid's voxel-to-world affine, for left-right flips about x = 0 (:class:`Unmask`).
     """
 
     def __init__(self, channels: tuple[int, ...], hidden: int, rnn: str, dropout: float, mask: np.ndarray,
-                 space_to_depth: bool = True):
+                 space_to_depth: bool = True, affine: np.ndarray | None = None):
         super().__init__()
-        self.unmask = Unmask(mask, space_to_depth)
+        self.unmask = Unmask(mask, space_to_depth, affine)
         self.encoder = FrameEncoder(channels)
         self.rnn = _RNNS[rnn](self.encoder.out_features, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -277,8 +330,8 @@ def augment_volumes(
         In-mask voxels, on the generator's device.
     generator : torch.Generator
     flip_index : Tensor of int64, shape (V,), optional
-        :func:`mirror_index` of the mask; each window is flipped with probability 1/2 (brain
-        age is ~symmetric; doubles the data). None: no flips.
+        :func:`mirror_index` of the mask (mirror about world x = 0); each window is flipped
+        with probability 1/2 (brain age is ~symmetric; doubles the data). None: no flips.
     scale_std, noise_std : float
         Per-window gain N(1, scale_std); voxel noise N(0, noise_std) on non-zero voxels only
         (voxels outside a subject's brain stay exactly zero).
@@ -307,7 +360,8 @@ class CnnRnn(TorchAgeModel):
     Trained on random ``window``-frame stretches with flips and jitter; a subject's prediction
     is the mean over non-overlapping windows tiling its whole run. Inputs are
     :class:`brainage.storage.Volumes` or full grids ``(n_timepoints, x, y, z)``; they are kept
-    as the voxels of the training subjects' union mask (``mask_``).
+    as the voxels of the training subjects' union mask (``mask_``). The Volumes' shared affine
+    (``affine_``; None for bare grids, which then get no flips) places the flips' midline.
     """
 
     name = "cnn_rnn"
@@ -333,20 +387,29 @@ class CnnRnn(TorchAgeModel):
             raise ValueError(f"{self.name}: {err}") from None
         if fitting:
             self.mask_, self.input_shape_ = mask, tuple(int(n) for n in mask.shape)
+            try:
+                self.affine_ = shared_affine(items)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: {err}") from None
         return frames
 
     def input_state(self) -> dict:
-        """The training mask (a bool tensor)."""
-        return {"mask": torch.from_numpy(self.mask_.copy())}
+        """The training mask (a bool tensor) and, when known, the grid's affine (float64)."""
+        state = {"mask": torch.from_numpy(self.mask_.copy())}
+        if getattr(self, "affine_", None) is not None:
+            state["affine"] = torch.from_numpy(np.array(self.affine_, dtype=np.float64))
+        return state
 
     def load_input_state(self, state: dict) -> None:
-        """Restore the training mask."""
+        """Restore the training mask and affine (None in checkpoints written without one)."""
         self.mask_ = state["mask"].numpy().astype(bool)
+        self.affine_ = state["affine"].numpy() if "affine" in state else None
 
     def build_network(self, sample_shape: tuple[int, ...]) -> CnnRnnNet:
         """Return the network on the training mask's grid."""
         c = self.config
-        net = CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout, self.mask_)
+        net = CnnRnnNet(tuple(c.channels), c.hidden, c.rnn, c.dropout, self.mask_,
+                        affine=getattr(self, "affine_", None))
         if self.init_encoder is not None:
             net.encoder.load_state_dict(self.load_encoder(self.init_encoder))
         return net.to(memory_format=torch.channels_last_3d)  # the conv weights, as the frames
@@ -370,7 +433,7 @@ class CnnRnn(TorchAgeModel):
         InputDataError
             The file is not an encoder file, or was pretrained with other channels.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_torch(path)
         if not isinstance(state, dict) or not {"channels", "state_dict"} <= set(state):
             raise InputDataError(f"{path}: not a pretrained frame encoder file (expected the keys channels and state_dict)")
         if list(state["channels"]) != list(self.config.channels):

@@ -17,15 +17,22 @@ _KERNEL = 3
 
 @dataclasses.dataclass(frozen=True)
 class RoiGruConfig(TorchConfig):
-    """Parameters of ``roi_gru`` (defaults: config/config.schema.yaml).
+    """Parameters of ``roi_gru`` and their defaults (config/config.yaml lists the same values).
 
     Attributes
     ----------
     conv_channels : int
         Output channels of the temporal convolution over the regions.
+    hidden, window, epochs, batch_size, patience
+        See :class:`~brainage.models._torch.TorchConfig`.
     """
 
-    conv_channels: int = 32
+    hidden: int = 64
+    window: int = 48
+    epochs: int = 80
+    batch_size: int = 16
+    patience: int = 20
+    conv_channels: int = 64
 
     def __post_init__(self):
         super().__post_init__()

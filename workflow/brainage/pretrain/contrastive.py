@@ -16,8 +16,8 @@ from torch import nn
 
 from brainage import storage
 from brainage.errors import ConfigError
-from brainage.models.cnn_rnn import FrameEncoder, Unmask, augment_volumes
-from brainage.torchloop.data import load_inputs, masked_frames
+from brainage.models.cnn_rnn import CnnRnnConfig, FrameEncoder, Unmask, augment_volumes
+from brainage.torchloop.data import load_inputs, masked_frames, shared_affine
 from brainage.train.fit import derive_seeds, read_design
 from brainage.torchloop.loop import autocast, describe_device, set_determinism, software_versions
 
@@ -29,7 +29,9 @@ SEED_NAME = "pretrain_encoder"
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """The ``pretrain`` config section plus the encoder's ``channels`` (defaults: the schema).
+    """The ``pretrain`` config section plus the encoder's ``channels``, with their defaults.
+
+    config/config.yaml lists the same values (tested); the schema has types and ranges only.
 
     Attributes
     ----------
@@ -47,7 +49,7 @@ class PretrainConfig:
         Width of the MLP projection head (discarded after pretraining).
     """
 
-    channels: tuple[int, ...] = (8, 16)
+    channels: tuple[int, ...] = CnnRnnConfig.channels
     epochs: int = 100
     batch_size: int = 16
     lr: float = 0.001
@@ -70,7 +72,7 @@ class PretrainConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> PretrainConfig:
-        """Build from the rule's parameters; missing keys take the schema defaults.
+        """Build from the rule's parameters; missing keys take the defaults above.
 
         Raises
         ------
@@ -165,11 +167,13 @@ class ContrastiveNet(nn.Module):
     projection : int
         Width of both head layers.
     mask : ndarray of bool, shape (X, Y, Z)
+    affine : ndarray, shape (4, 4), optional
+        The grid's affine: flips mirror about world x = 0 (None: no flips; see :class:`Unmask`).
     """
 
-    def __init__(self, channels: tuple[int, ...], projection: int, mask: np.ndarray):
+    def __init__(self, channels: tuple[int, ...], projection: int, mask: np.ndarray, affine: np.ndarray | None = None):
         super().__init__()
-        self.unmask = Unmask(mask)
+        self.unmask = Unmask(mask, affine=affine)
         self.encoder = FrameEncoder(channels)
         self.head = nn.Sequential(
             nn.Linear(self.encoder.out_features, projection), nn.ReLU(), nn.Linear(projection, projection)
@@ -181,13 +185,14 @@ class ContrastiveNet(nn.Module):
 
 
 def train_encoder(
-    frames: list[np.ndarray], mask: np.ndarray, config: PretrainConfig, *, seed: int, device: torch.device
+    frames: list[np.ndarray], mask: np.ndarray, config: PretrainConfig, *, seed: int, device: torch.device,
+    affine: np.ndarray | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
     """Pretrain a frame encoder on unlabelled frames with the NT-Xent loss.
 
     A positive pair is two frames of one subject at two random time points, each
-    independently augmented (:func:`brainage.models.cnn_rnn.augment_volumes`: left-right flip,
-    gain, voxel noise); the frames of the other subjects in the batch are the negatives, so
+    independently augmented (:func:`brainage.models.cnn_rnn.augment_volumes`: left-right flip
+    about world x = 0, gain, voxel noise); the frames of the other subjects in the batch are the negatives, so
     the encoder learns what stays constant within a subject and differs between subjects.
 
     Parameters
@@ -200,6 +205,8 @@ def train_encoder(
         Seeds the weights, the pairs and the augmentation.
     device : torch.device
         bfloat16 autocast on CUDA (:func:`brainage.torchloop.loop.autocast`), float32 on CPU.
+    affine : ndarray, shape (4, 4), optional
+        The grid's voxel-to-world affine (the midline of the flips); None: no flips.
 
     Returns
     -------
@@ -209,7 +216,7 @@ def train_encoder(
         Mean NT-Xent loss of each pass.
     """
     torch.manual_seed(seed)  # weight initialisation
-    net = ContrastiveNet(tuple(config.channels), config.projection, mask)
+    net = ContrastiveNet(tuple(config.channels), config.projection, mask, affine)
     # Channels-last conv weights, as Unmask lays out the frames (and as CnnRnn builds its network).
     net = net.to(device, memory_format=torch.channels_last_3d)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -290,13 +297,14 @@ def pretrain_encoder(
     ids = design.loc[design["train"], "participant_id"].astype(str).tolist()
     volumes, sources = load_inputs(inputs, ids, "volumes")
     frames, mask = masked_frames(volumes)
+    affine = shared_affine(volumes)
     del volumes
     set_determinism(seeds["model"], threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     logger.info("fold %d: pretraining the frame encoder on %d subjects (%s)", fold, len(ids), device)
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
-        state, losses = train_encoder(frames, mask, config, seed=seeds["model"], device=device)
+        state, losses = train_encoder(frames, mask, config, seed=seeds["model"], device=device, affine=affine)
     card = {
         "fold": int(fold),
         "n_subjects": len(ids),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from brainage import __version__
+from brainage.demo import bold_res
 from brainage.report import preprocessing, sources
 from brainage.report.extraction import atlases_text, denoising_text
 from brainage.report.extraction import short_number as _num
@@ -68,14 +69,14 @@ def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
             f"generated over the sites {', '.join(map(str, demo['sites']))}, {demo['n_timepoints']} volumes per run "
             f"at a repetition time of {_num(demo['tr'])} s and {demo['voxel_size']} mm voxels, ages drawn uniformly "
             f"between {_num(demo['age_min'])} and {_num(demo['age_max'])} years, written in fMRIPrep's derivative "
-            f"format (task-{inputs['task']}, space-{inputs['space']}, res-{inputs['res']})."
+            f"format (task-{inputs['task']}, space-{inputs['space']}, res-{bold_res(config)})."
         )
     elif inputs["source"] == "indi":
         source = sources.data_text(config)
     else:
         source = (
             f"The data were fMRIPrep derivatives of the {inputs['dataset']} dataset ({inputs['derivatives']}; "
-            f"task-{inputs['task']}, space-{inputs['space']}, res-{inputs['res']}), with age, sex and site "
+            f"task-{inputs['task']}, space-{inputs['space']}, res-{bold_res(config)}), with age, sex and site "
             f"from {inputs['participants']}."
         )
     return f"{source} {_cohort_text(cohort, n_manifest)}"
@@ -114,7 +115,7 @@ def features_text(config: dict, atlases: list[dict] = ()) -> str:
     if config["inputs"]["source"] == "demo":
         source_grid = f"from the {config['demo']['voxel_size']} mm BOLD grid"
     else:
-        source_grid = f"from the res-{config['inputs']['res']} BOLD grid"
+        source_grid = f"from the res-{bold_res(config)} BOLD grid"
     return (
         f"{atlases_text(config['atlases'], config['extract'], atlases)} For the frame-wise 3D CNN, cleaned "
         f"volumes were block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a "

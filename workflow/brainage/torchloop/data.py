@@ -178,6 +178,36 @@ def masked_frames(X, mask: np.ndarray | None = None) -> tuple[list[np.ndarray], 
     return frames, mask
 
 
+def shared_affine(X, atol: float = 1e-3) -> np.ndarray | None:
+    """The voxel-to-world affine the subjects' :class:`brainage.storage.Volumes` share.
+
+    Parameters
+    ----------
+    X : sequence of Volumes or ndarray
+        As :func:`masked_frames` takes them; bare grids carry no affine.
+    atol : float
+        Largest difference (mm) between two affines still counted as one grid (header rounding).
+
+    Returns
+    -------
+    ndarray of float64, shape (4, 4), or None
+        None when no item is a Volumes.
+
+    Raises
+    ------
+    ValueError
+        If two subjects' affines differ.
+    """
+    affines = [(item.participant_id, np.asarray(item.affine, dtype=np.float64))
+               for item in X if isinstance(item, storage.Volumes)]
+    for pid, affine in affines[1:]:
+        if affine.shape != (4, 4) or not np.allclose(affine, affines[0][1], atol=atol):
+            raise ValueError(f"every subject needs frames on the same grid, but the affine of {pid} "
+                             f"{np.round(affine, 3).tolist()} differs from {affines[0][0]}'s "
+                             f"{np.round(affines[0][1], 3).tolist()}")
+    return affines[0][1] if affines else None
+
+
 def _own_mask(item) -> tuple[np.ndarray, np.ndarray]:
     # (in-mask data (T, n_own), own mask) of a Volumes object or a full-grid array.
     if isinstance(item, storage.Volumes):
