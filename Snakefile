@@ -5,6 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+include: "rules/config_syntax.smk"
+
+
 configfile: "config/config.yaml"
 
 
@@ -21,6 +24,7 @@ include: "rules/report.smk"
 
 
 rule all:
-    """The report, and through it every stage."""
+    """The report, and every results file it is built from (a missing one is rebuilt)."""
     input:
         "results/report.html",
+        final_outputs,

@@ -1,6 +1,8 @@
 """brainage.storage: round trips, metadata, atomic writes and format errors."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -147,3 +149,134 @@ def test_read_tsv_errors_name_the_file(tmp_path, content, match):
     (tmp_path / "bad.tsv").write_bytes(content)
     with pytest.raises(InputDataError, match=match):
         storage.read_tsv(tmp_path / "bad.tsv")
+
+
+# --- unreadable results files: one InputDataError that starts with the path -------------------
+
+
+def _write_kind(path, kind):
+    if kind == "timeseries":
+        storage.write_timeseries(path, np.ones((6, 3)), ["a", "b", "c"], participant_id="sub-01")
+    elif kind == "volumes":
+        mask = np.zeros((4, 4, 4), dtype=bool)
+        mask[1:3, 1:3, 1:3] = True
+        storage.write_volumes(path, np.ones((6, 4, 4, 4)), mask, np.eye(4), participant_id="sub-01")
+    else:
+        storage.write_table(path, pd.DataFrame({"participant_id": ["sub-01"], "age": [30.0]}), kind="cohort")
+
+
+_READERS = {
+    "timeseries": [storage.read_metadata, storage.read_timeseries],
+    "volumes": [storage.read_metadata, storage.read_volumes],
+    "table": [storage.read_metadata, lambda p: storage.read_table(p, kind="cohort")],
+}
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "zero-byte":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x00\xffnot parquet" * 50)
+    elif how == "corrupt pages":  # the footer is intact, the data pages are not
+        path.write_bytes(data[:4] + b"\x00" * 200 + data[204:])
+    else:
+        path.unlink()
+
+
+_DAMAGE_MESSAGES = {
+    "zero-byte": r"not a readable Parquet file \(truncated or corrupt: Parquet file size is 0 bytes\)",
+    "truncated": r"not a readable Parquet file \(truncated or corrupt: Parquet magic bytes not found",
+    "garbage": r"not a readable Parquet file \(truncated or corrupt: Parquet magic bytes not found",
+    "corrupt pages": r"not a readable Parquet file \(truncated or corrupt: .*\)",
+    "missing": r"file not found \(rerun snakemake to rebuild it\)",
+}
+
+
+@pytest.mark.parametrize("how", list(_DAMAGE_MESSAGES))
+@pytest.mark.parametrize("kind", list(_READERS))
+def test_unreadable_parquet_is_one_error_naming_the_file(tmp_path, kind, how):
+    path = tmp_path / "sub-01" / f"sub-01_{kind}.parquet"
+    _write_kind(path, kind)
+    _damage(path, how)
+    readers = _READERS[kind][1:] if how == "corrupt pages" else _READERS[kind]  # pages: footer reads fine
+    for reader in readers:
+        with pytest.raises(InputDataError, match="^" + re.escape(str(path)) + ": " + _DAMAGE_MESSAGES[how]) as info:
+            reader(path)
+        if how != "missing":
+            assert str(info.value).endswith("; delete it and rerun snakemake to rebuild it")
+            assert "\n" not in str(info.value)
+
+
+def test_malformed_brainage_metadata_is_named(tmp_path):
+    path = tmp_path / "v.parquet"
+    _write_kind(path, "volumes")
+    table = pq.read_table(path)
+    record = json.loads(table.schema.metadata[b"brainage"])
+    record["mask_bits"] = "not base64!"
+    pq.write_table(table.replace_schema_metadata({b"brainage": json.dumps(record).encode()}), path)
+    with pytest.raises(InputDataError, match=re.escape(str(path)) + r": malformed volumes metadata \(mask, affine\)"):
+        storage.read_volumes(path)
+    pq.write_table(table.replace_schema_metadata({b"brainage": b"{not json"}), path)
+    with pytest.raises(InputDataError, match=re.escape(str(path)) + r": malformed 'brainage' metadata \(JSONDecodeError"):
+        storage.read_metadata(path)
+    pq.write_table(table.replace_schema_metadata({b"brainage": b"[1, 2]"}), path)
+    with pytest.raises(InputDataError, match=re.escape(str(path)) + r": 'brainage' metadata is not a JSON object"):
+        storage.read_metadata(path)
+
+
+def test_wrong_kind_is_an_input_data_error(tmp_path):
+    _write_kind(tmp_path / "t.parquet", "timeseries")
+    with pytest.raises(InputDataError, match=r"t\.parquet: holds 'timeseries', expected 'volumes'"):
+        storage.read_volumes(tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", r"qc.json: empty file, expected JSON; if the workflow wrote it, delete it and rerun snakemake"),
+        (b'{"status": "incl', r"qc.json: not valid JSON \(truncated or corrupt: Unterminated string .*line 1 column 12"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe", r"qc.json: not a readable JSON file \(.*codec can't decode"),
+        (b"{]", r"qc.json: not valid JSON \(truncated or corrupt: .*line 1 column 2"),
+        (None, r"qc.json: file not found$"),
+    ],
+)
+def test_read_json_errors_name_the_file(tmp_path, content, match):
+    path = tmp_path / "qc.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputDataError, match="^" + re.escape(str(tmp_path)) + "/" + match):
+        storage.read_json(path)
+
+
+def test_read_tsv_of_a_missing_file_or_a_folder_names_it(tmp_path):
+    with pytest.raises(InputDataError, match=r"gone\.tsv: file not found"):
+        storage.read_tsv(tmp_path / "gone.tsv")
+    (tmp_path / "dir.tsv").mkdir()
+    with pytest.raises(InputDataError, match=r"dir\.tsv: file not found"):
+        storage.read_tsv(tmp_path / "dir.tsv")
+
+
+# --- table columns ----------------------------------------------------------------------------
+
+
+def test_exclusions_frame_has_the_exclusion_columns_empty_or_filled():
+    assert storage.EXCLUSION_COLUMNS == ("participant_id", "stage", "reason")
+    empty = storage.exclusions_frame()
+    assert empty.empty and list(empty.columns) == ["participant_id", "stage", "reason"]
+    rows = storage.exclusions_frame(iter([("sub-01", "qc", "mean FD 0.9 mm > 0.55 mm")]))
+    assert rows.to_dict("records") == [{"participant_id": "sub-01", "stage": "qc", "reason": "mean FD 0.9 mm > 0.55 mm"}]
+    assert storage.MANIFEST_COLUMNS == ("participant_id", "dataset", "site", "age", "sex")
+    assert storage.INDI_MANIFEST_COLUMNS[:5] == storage.MANIFEST_COLUMNS
+    assert storage.COHORT_COLUMNS[:5] == storage.MANIFEST_COLUMNS
+
+
+def test_table_columns_are_written_once_in_the_package():
+    # brainage.storage owns the on-disk formats: no other module spells these column lists out.
+    package = Path(storage.__file__).resolve().parents[1]
+    literals = ['"participant_id", "stage", "reason"', '"participant_id", "dataset", "site", "age", "sex"']
+    copies = [f"{path.relative_to(package)}: {text}" for path in sorted(package.rglob("*.py"))
+              if path.name != "_tables.py" for text in literals if text in path.read_text()]
+    assert copies == []

@@ -18,16 +18,30 @@ from brainage.storage._parquet import (
     write_timeseries,
     write_volumes,
 )
+from brainage.storage._tables import (
+    COHORT_COLUMNS,
+    EXCLUSION_COLUMNS,
+    INDI_MANIFEST_COLUMNS,
+    MANIFEST_COLUMNS,
+    exclusions_frame,
+)
+from brainage.storage._torchfile import read_torch
 
 __all__ = [
+    "COHORT_COLUMNS",
+    "EXCLUSION_COLUMNS",
+    "INDI_MANIFEST_COLUMNS",
+    "MANIFEST_COLUMNS",
     "SCHEMA_VERSION",
     "TimeSeries",
     "Volumes",
     "atomic_path",
+    "exclusions_frame",
     "read_json",
     "read_metadata",
     "read_table",
     "read_timeseries",
+    "read_torch",
     "read_tsv",
     "require_columns",
     "read_volumes",

@@ -13,6 +13,12 @@ import pandas as pd
 
 from brainage.errors import InputDataError
 
+# What to do about a results file that cannot be read: Snakemake rebuilds a missing output
+# (an existing one, however broken, looks up to date to it).
+REBUILD_HINT = "delete it and rerun snakemake to rebuild it"
+# Readers of JSON and TSV also read user inputs (participants.tsv, confounds): hint conditionally.
+_IF_OURS = f"if the workflow wrote it, {REBUILD_HINT}"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -56,8 +62,27 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON file written by :func:`write_json`."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file written by :func:`write_json`.
+
+    Raises
+    ------
+    InputDataError
+        If the file does not exist, cannot be read, is empty, is not UTF-8 text or not valid
+        JSON (truncated or corrupt). The message starts with the path.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise InputDataError(f"{path}: file not found") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputDataError(f"{path}: not a readable JSON file ({err}); {_IF_OURS}") from err
+    if not text.strip():
+        raise InputDataError(f"{path}: empty file, expected JSON; {_IF_OURS}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputDataError(f"{path}: not valid JSON (truncated or corrupt: {err}); {_IF_OURS}") from err
 
 
 def write_tsv(path: str | os.PathLike, df: pd.DataFrame) -> None:
@@ -86,10 +111,11 @@ def read_tsv(path: str | os.PathLike, dtype: object = None) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False, na_values=["n/a", ""])
     except pd.errors.EmptyDataError as err:
-        raise InputDataError(f"{path}: empty file, expected a header row") from err
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        # A row with more fields than the header, or bytes that are not text.
-        raise InputDataError(f"{path}: not a readable tab-separated table ({err})") from err
+        raise InputDataError(f"{path}: empty file, expected a header row; {_IF_OURS}") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        # A row with more fields than the header, bytes that are not text, an unreadable file.
+        reason = " ".join(str(err).split())
+        raise InputDataError(f"{path}: not a readable tab-separated table ({reason}); {_IF_OURS}") from err
 
 
 def require_columns(df: pd.DataFrame, path: str | os.PathLike, columns, what: str = "table") -> None:

@@ -17,8 +17,10 @@ table
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from brainage import __version__
-from brainage.storage._atomic import atomic_path
+from brainage.errors import InputDataError
+from brainage.storage._atomic import REBUILD_HINT, atomic_path
 
 SCHEMA_VERSION = "1"
 _META_KEY = b"brainage"
@@ -113,20 +116,50 @@ def _write(path: str | os.PathLike, table: pa.Table, record: dict, encodings: di
         pq.write_table(table, tmp, compression=_COMPRESSION, **options)
 
 
+@contextlib.contextmanager
+def _reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what pyarrow raises on a missing, empty, truncated or corrupt file into ``InputDataError``.
+
+    pyarrow's own messages ("Parquet magic bytes not found in footer") name no file; ours
+    start with the path, say what was wrong and how to get a good file back.
+    """
+    try:
+        yield
+    except FileNotFoundError as err:
+        raise InputDataError(f"{path}: file not found (rerun snakemake to rebuild it)") from err
+    except (pa.ArrowException, OSError) as err:
+        # ArrowInvalid (no footer magic, size 0), ArrowIOError / OSError (undecodable footer or pages).
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputDataError(
+            f"{path}: not a readable Parquet file (truncated or corrupt: {reason}); {REBUILD_HINT}"
+        ) from err
+
+
+def _malformed(path: str | os.PathLike, what: str, err: Exception) -> InputDataError:
+    return InputDataError(f"{path}: malformed {what} ({type(err).__name__}: {err}); {REBUILD_HINT}")
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """Return the provenance record of a brainage Parquet file.
 
     Raises
     ------
-    ValueError
-        If the file was not written by brainage or has another schema version.
+    InputDataError
+        If the file is missing, empty, truncated or corrupt, was not written by brainage, has
+        another schema version or unreadable metadata. The message starts with the path.
     """
-    meta = pq.read_schema(path).metadata or {}
+    with _reading(path):
+        meta = pq.read_schema(path).metadata or {}
     if _META_KEY not in meta:
-        raise ValueError(f"{path}: not a brainage Parquet file (no '{_META_KEY.decode()}' metadata)")
-    record = json.loads(meta[_META_KEY])
+        raise InputDataError(f"{path}: not a brainage Parquet file (no '{_META_KEY.decode()}' metadata)")
+    try:
+        record = json.loads(meta[_META_KEY])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _malformed(path, f"'{_META_KEY.decode()}' metadata", err) from err
+    if not isinstance(record, dict):
+        raise InputDataError(f"{path}: '{_META_KEY.decode()}' metadata is not a JSON object; {REBUILD_HINT}")
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(
+        raise InputDataError(
             f"{path}: schema version {record.get('schema_version')!r}, this brainage reads "
             f"{SCHEMA_VERSION!r}; rerun the stage that wrote it"
         )
@@ -135,7 +168,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def _check_kind(path: str | os.PathLike, record: dict, kind: str) -> None:
     if record.get("kind") != kind:
-        raise ValueError(f"{path}: holds {record.get('kind')!r}, expected {kind!r}")
+        raise InputDataError(f"{path}: holds {record.get('kind')!r}, expected {kind!r}")
 
 
 def write_timeseries(
@@ -171,8 +204,11 @@ def read_timeseries(path: str | os.PathLike) -> TimeSeries:
     """Read a file written by :func:`write_timeseries`."""
     record = read_metadata(path)
     _check_kind(path, record, "timeseries")
-    labels = record["labels"]
-    table = pq.read_table(path, columns=labels)
+    labels = record.get("labels")
+    if not isinstance(labels, list):
+        raise InputDataError(f"{path}: time-series metadata has no list of region labels; {REBUILD_HINT}")
+    with _reading(path):
+        table = pq.read_table(path, columns=labels)
     if labels:
         data = np.column_stack([table.column(c).to_numpy() for c in labels]).astype(np.float32)
     else:
@@ -226,13 +262,23 @@ def read_volumes(path: str | os.PathLike) -> Volumes:
     """Read a file written by :func:`write_volumes` (no Python loop over frames)."""
     record = read_metadata(path)
     _check_kind(path, record, "volumes")
-    shape = tuple(record["mask_shape"])
-    bits = np.frombuffer(base64.b64decode(record["mask_bits"]), dtype=np.uint8)
-    mask = np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
-    column = pq.read_table(path, columns=["frame"]).column("frame").combine_chunks()
+    try:
+        shape = tuple(int(n) for n in record["mask_shape"])
+        bits = np.frombuffer(base64.b64decode(record["mask_bits"], validate=True), dtype=np.uint8)
+        mask = np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
+        affine = np.asarray(record["affine"], dtype=float).reshape(4, 4)
+    except (KeyError, TypeError, ValueError) as err:  # binascii.Error is a ValueError
+        raise _malformed(path, "volumes metadata (mask, affine)", err) from err
+    with _reading(path):
+        column = pq.read_table(path, columns=["frame"]).column("frame").combine_chunks()
     flat = column.flatten().to_numpy(zero_copy_only=False)
+    if flat.size != len(column) * int(mask.sum()):
+        raise InputDataError(
+            f"{path}: {flat.size} stored voxel values do not fill {len(column)} frames of the "
+            f"{int(mask.sum())}-voxel mask; {REBUILD_HINT}"
+        )
     data = flat.astype(np.float16, copy=False).reshape(len(column), int(mask.sum()))
-    return Volumes(record["participant_id"], data, mask, np.asarray(record["affine"]), record)
+    return Volumes(record["participant_id"], data, mask, affine, record)
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame, *, kind: str, provenance: dict | None = None) -> None:
@@ -246,6 +292,7 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame
     record = read_metadata(path)
     if kind is not None:
         _check_kind(path, record, kind)
-    df = pq.read_table(path).to_pandas()
+    with _reading(path):
+        df = pq.read_table(path).to_pandas()
     df.attrs["brainage"] = record
     return df

@@ -7,7 +7,7 @@ import os
 import torch
 
 from brainage.models import get_model
-from brainage.storage import atomic_path
+from brainage.storage import atomic_path, read_torch
 
 
 def save_checkpoint(path: str | os.PathLike, estimator, card: dict | None = None) -> None:
@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None):
     model
         Ready for ``predict``.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch(path)
     estimator = get_model(state["model"], state["config"], state["seed"])
     estimator.device = device
     return estimator.load_checkpoint_state(state)
