@@ -19,7 +19,7 @@ if DEMO:
         params:
             cfg=config_json("demo"),
             seed=config["seed"],
-            code=code_hash("demo"),
+            code=code_hash("brainage.demo.__main__"),
         shell:
             "python -m brainage.demo generate --params {params.cfg:q} --seed {params.seed}"
             " --threads {threads} --out-dir resources/demo > {log:q} 2>&1"
@@ -47,13 +47,20 @@ rule atlas:
         spec=lambda wildcards: json.dumps(ATLASES[wildcards.atlas], sort_keys=True),
         seed=config["seed"],
         data_dir=config["atlas_fetch"]["data_dir"],
-        code=code_hash("download/atlas"),
+        # The verb's function, not the whole download CLI (whose other verbs import the INDI
+        # code): a change to the INDI download must not rebuild atlases and every extraction.
+        code=code_hash("brainage.download.atlas.build"),
     shell:
         "python -m brainage.download atlas --spec {params.spec:q} --seed {params.seed}"
         " --data-dir {params.data_dir:q} --urls {resources.urls:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
 if INDI:
+
+    # Downloads run where the workflow is started, like the atlases: compute nodes often have no
+    # internet.
+    localrules:
+        indi_fetch,
 
     checkpoint indi_fetch:
         """Download one INDI dataset: phenotypes, then the selected subjects' files (verified, resumable)."""
@@ -75,7 +82,7 @@ if INDI:
                 DATASETS[wildcards.dataset], sort_keys=True
             ),
             seed=config["seed"],
-            code=code_hash("download"),
+            code=code_hash("brainage.download.indi_fetch"),
             out_dir=lambda wildcards: f"resources/indi/{wildcards.dataset}",
         shell:
             "python -m brainage.download indi --entry {params.entry:q} --indi {resources.indi:q}"

@@ -14,7 +14,7 @@ rule evaluate:
         "../envs/brainage.yaml"
     params:
         cfg=config_json("evaluate"),
-        code=code_hash("evaluate", "splits"),
+        code=code_hash("brainage.evaluate.__main__"),
     shell:
         "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q}"
         " --predictions-out {output.predictions:q} --metrics-out {output.metrics:q}"

@@ -20,7 +20,7 @@ rule extract_subject:
         "../envs/brainage.yaml"
     params:
         cfg=config_json("extract"),
-        code=code_hash("extract"),
+        code=code_hash("brainage.extract.__main__"),
         confounds=confounds_arg,
     shell:
         "python -m brainage.extract subject --participant-id sub-{wildcards.subject}"
@@ -45,7 +45,7 @@ if INDI:
             "../envs/brainage.yaml"
         params:
             cfg=pcp_params,
-            code=code_hash("download/pcp"),
+            code=code_hash("brainage.download.pcp"),
         shell:
             "python -m brainage.download pcp-rois --participant-id sub-{wildcards.subject}"
             " --rois {input.rois:q} --params {params.cfg:q} --series-out {output.series:q}"

@@ -35,7 +35,7 @@ if INDI and RAW_DATASETS and TEMPLATEFLOW:
             ),
             space=f"{SPACE}:res-{RES}",
             home=PREP["templateflow"]["home"],
-            code=code_hash("preprocess/templateflow", "download/s3"),
+            code=code_hash("brainage.preprocess.__main__"),
         shell:
             "python -m brainage.preprocess templateflow --params {params.cfg:q}"
             " --archive {resources.archive:q} --space {params.space:q} --home {params.home:q}"

@@ -21,7 +21,7 @@ rule pretrain_encoder:
     params:
         cfg=pretrain_params,
         seed=config["seed"],
-        code=code_hash("pretrain", "models", "train", "splits"),
+        code=code_hash("brainage.pretrain.__main__"),
     shell:
         "python -m brainage.pretrain encoder --fold {wildcards.fold}"
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"

@@ -21,7 +21,7 @@ rule report:
         "../envs/brainage.yaml"
     params:
         cfg=json.dumps(config, sort_keys=True),
-        code=code_hash("report", "extract/params"),
+        code=code_hash("brainage.report.__main__"),
     shell:
         "python -m brainage.report build --config {params.cfg:q} --manifest {input.manifest:q}"
         " --cohort {input.cohort:q} --exclusions {input.exclusions:q}"

@@ -22,7 +22,7 @@ rule train_model:
     params:
         cfg=model_params,
         seed=config["seed"],
-        code=code_hash("train", "models", "splits"),
+        code=code_hash("brainage.train.__main__"),
         out_dir=train_dir,
         init_encoder=init_encoder_arg,
         launcher=train_launcher,

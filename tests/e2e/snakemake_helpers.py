@@ -18,7 +18,8 @@ def make_workdir(path: Path, config: dict | None = None) -> Path:
     """Copy Snakefile, rules, config, profiles and the package sources into ``path``.
 
     The package sources are copied (not linked) so tests may edit them to check code-change reruns;
-    the installed package still runs the jobs. ``config`` is written as ``config/test.yaml``.
+    the jobs import the copy (rules/common.smk puts its workflow/ on PYTHONPATH). ``config`` is
+    written as ``config/test.yaml``.
     """
     path.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", path / "Snakefile")

@@ -114,3 +114,26 @@ def test_indi_dag_starts_with_the_download(tmp_path):
               "datasets": [{"name": "abide_pcp"}], "train": {"models": ["dummy", "connectome_ridge"]}}
     jobs = planned_jobs(snakemake(make_workdir(tmp_path, config), "-n", "--cores", "1"))
     assert jobs["indi_fetch"] == 1 and "pcp_rois_subject" not in jobs and "atlas" not in jobs
+
+
+# The parsed workflow's local rules (a dry run prints "rule" for local jobs too). In a subprocess:
+# parsing sets PYTHONPATH and sys.path (rules/common.smk).
+LOCAL_RULES = """
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=Path("Snakefile"), workdir=Path("."),
+                            config_settings=ConfigSettings(configfiles=[Path("config/test.yaml")]))
+    print(" ".join(sorted(workflow._workflow._localrules)))
+"""
+
+
+def test_downloads_are_local_rules(tmp_path):
+    """Compute nodes often have no internet: the INDI download runs where the workflow is started."""
+    config = {"inputs": {"source": "indi"}, "indi": {"endpoint_url": "http://127.0.0.1:9"},
+              "datasets": [{"name": "abide_pcp"}], "train": {"models": ["dummy"]}}
+    result = subprocess.run([sys.executable, "-c", LOCAL_RULES], cwd=make_workdir(tmp_path, config),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert {"indi_fetch", "atlas"} <= set(result.stdout.split()), result.stdout

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from train_fixtures import TINY_PARAMS, blob_mask, write_study
+from train_fixtures import GRID_AFFINE, TINY_PARAMS, blob_mask, write_study
 
 from brainage import storage
 from brainage.errors import InputDataError
 from brainage.train.__main__ import main
 from brainage.models.cnn_rnn import mirror_index
 from brainage.train.checkpoint import load_checkpoint
-from brainage.torchloop.data import WindowDataset, WindowSampler, load_inputs, masked_frames, pad_left, window_starts
-from brainage.train.fit import derive_seeds, inner_split, read_design, train_model
+from brainage.torchloop.data import (
+    WindowDataset,
+    WindowSampler,
+    load_inputs,
+    masked_frames,
+    pad_left,
+    shared_affine,
+    window_starts,
+)
+from brainage._codehash import code_hash
+from brainage.train.fit import RESUME_NAME, derive_seeds, inner_split, read_design, train_model
 from brainage.torchloop.batches import make_loader
 from brainage.torchloop.loop import LoopSettings, predict_network, train_network
 
@@ -209,6 +219,59 @@ def test_a_per_epoch_state_of_another_network_is_not_loaded(tmp_path, caplog):
     assert run(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))).resumed_from == 2
 
 
+def test_a_per_epoch_state_of_other_code_is_not_loaded(tmp_path, caplog):
+    # Same run but another code version (its hash under "code"): training starts over.
+    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1)
+    settings = LoopSettings(epochs=2, batch_size=2, lr=0.1, weight_decay=0.0, patience=2)
+    path = tmp_path / "resume.pt"
+
+    def run(code):
+        net = torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(3, 1), torch.nn.Flatten(0))
+        return train_network(net, data, settings, rng=np.random.default_rng(0),
+                             generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+                             checkpoint=path, fingerprint={"run": 1, "code": code})
+
+    run("aaaa")
+    history = run("bbbb")
+    assert history.resumed_from is None and len(history.train_loss) == 2
+    assert "checkpoint written by other code (code hash aaaa, now bbbb); training from the start" in caplog.text
+    assert run("bbbb").resumed_from == 2
+
+
+def test_a_damaged_per_epoch_state_is_ignored_with_its_path_named(tmp_path, caplog):
+    # resume.pt is written atomically, so only damage from outside (a full disk, a copy cut short)
+    # truncates it: training starts over and says why, instead of a zip-reader traceback.
+    data = WindowDataset([np.ones((4, 3), np.float32)] * 4, np.arange(4.0), 1)
+    settings = LoopSettings(epochs=2, batch_size=2, lr=0.1, weight_decay=0.0, patience=2)
+    path = tmp_path / "resume.pt"
+
+    def run():
+        net = torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(3, 1), torch.nn.Flatten(0))
+        return train_network(net, data, settings, rng=np.random.default_rng(0),
+                             generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+                             checkpoint=path, fingerprint={"run": 1})
+
+    run()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    history = run()
+    assert history.resumed_from is None and len(history.train_loss) == 2
+    assert f"{path}: not a readable torch file (truncated or corrupt" in caplog.text
+    assert "training from the start" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "foreign"])
+def test_a_damaged_torch_file_is_one_error_naming_it(tmp_path, damage):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"net": {"w": torch.ones(50)}, "model": "dummy"}, path)
+    content = {"empty": b"", "truncated": path.read_bytes()[:100], "foreign": b"not a torch file\n" * 10}[damage]
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=rf"^{re.escape(str(path))}: not a readable torch file "
+                                            r"\(truncated or corrupt: .*\); delete it and rerun snakemake"):
+        load_checkpoint(path)
+    with pytest.raises(InputDataError, match=r"file not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
 # --- seeds, design, inner split ---------------------------------------------------------
 
 
@@ -311,6 +374,36 @@ def test_cli_roi_gru_checkpoint_reloads_with_weights_only_and_is_reproducible(tm
     np.testing.assert_array_equal(again["predicted_age"], pred["predicted_age"])
 
 
+def test_resume_state_of_other_code_is_ignored_and_cards_carry_the_code_hash(tmp_path, monkeypatch, capfd):
+    # The per-epoch state carries the hash of the training job's code (``python -m brainage.train``'s
+    # import graph, read from the imported package): a state written by other code is not resumed.
+    import brainage.torchloop.loop as loop
+
+    states = []
+    save = loop._save_epoch_state
+
+    def keep(path, *args):
+        save(path, *args)
+        states.append(torch.load(path, weights_only=True))
+
+    monkeypatch.setattr(loop, "_save_epoch_state", keep)
+    study = write_study(tmp_path, n=15, n_folds=3)
+    assert _cli(study, tmp_path / "a", model="roi_gru") == 0
+    code = code_hash("brainage.train.__main__")
+    assert storage.read_json(tmp_path / "a" / "card.json")["code"] == code
+    last = states[-1]
+    assert last["fingerprint"]["code"] == code and last["epoch"] == 3
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    for out, state_code in ((same, code), (other, "0123456789abcdef")):
+        out.mkdir()
+        torch.save(dict(last, fingerprint=dict(last["fingerprint"], code=state_code)), out / RESUME_NAME)
+        assert _cli(study, out, model="roi_gru") == 0
+    assert storage.read_json(same / "card.json")["fit_info"]["resumed_from"] == 3
+    assert storage.read_json(other / "card.json")["fit_info"]["resumed_from"] is None
+    assert f"checkpoint written by other code (code hash 0123456789abcdef, now {code})" in capfd.readouterr().err
+
+
 def test_cli_cnn_rnn_on_volumes(tmp_path):
     study = write_study(tmp_path, n=10, n_folds=2, kind="volumes")
     assert _cli(study, tmp_path / "out", model="cnn_rnn", fold=0) == 0
@@ -320,17 +413,32 @@ def test_cli_cnn_rnn_on_volumes(tmp_path):
     assert card["input_kind"] == "volumes" and card["params"]["channels"] == [2, 4]
     model = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
     assert model.network_.encoder.out_features == 4 * 9
+    # The volumes' affine travels with the checkpoint: flips mirror about world x = 0.
+    np.testing.assert_array_equal(model.affine_, GRID_AFFINE)
+    torch.testing.assert_close(model.network_.unmask.flip_index, torch.from_numpy(mirror_index(model.mask_, GRID_AFFINE)))
     # A checkpoint of an earlier version also stored the plain grid's scatter positions: they
     # are ignored (this layout's come from the saved mask), and the model predicts the same.
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     mask = state["inputs"]["mask"].numpy()
     state["state_dict"] |= {"unmask.index": torch.from_numpy(np.flatnonzero(mask)),
-                            "unmask.flip_index": torch.from_numpy(mirror_index(mask))}
+                            "unmask.flip_index": torch.from_numpy(mirror_index(mask, GRID_AFFINE))}
     torch.save(state, tmp_path / "old.pt")
     old = load_checkpoint(tmp_path / "old.pt")
     torch.testing.assert_close(old.network_.unmask.index, model.network_.unmask.index)
     X, _ = load_inputs(study["inputs"], pred["participant_id"].tolist(), "volumes")
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
+
+
+def test_shared_affine_is_the_volumes_affine_and_rejects_two_grids():
+    mask, data = blob_mask(), np.zeros((2, int(blob_mask().sum())), dtype=np.float16)
+    a = storage.Volumes("sub-a", data, mask, GRID_AFFINE)
+    b = storage.Volumes("sub-b", data, mask, GRID_AFFINE + 1e-5)  # header rounding: one grid
+    np.testing.assert_array_equal(shared_affine([a, b, np.zeros((2, *mask.shape))]), GRID_AFFINE)
+    assert shared_affine([np.zeros((2, *mask.shape))]) is None
+    shifted = GRID_AFFINE.copy()
+    shifted[0, 3] += 2.0
+    with pytest.raises(ValueError, match=r"same grid, but the affine of sub-c .* differs from sub-a's"):
+        shared_affine([a, storage.Volumes("sub-c", data, mask, shifted)])
 
 
 def test_cli_missing_input_names_the_participant(tmp_path, capsys):

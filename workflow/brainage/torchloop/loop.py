@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import brainage
-from brainage.storage import atomic_path
+from brainage.errors import InputDataError
+from brainage.storage import atomic_path, read_torch
 from brainage.torchloop.batches import epoch_batches
 from brainage.torchloop.data import WindowDataset, pad_left, window_starts
 
@@ -188,8 +189,8 @@ def train_network(
         if it exists and its ``fingerprint`` matches, training resumes after its epoch and
         ends as an uninterrupted run would (exactly, in deterministic mode on CPU).
     fingerprint : dict, optional
-        What identifies this run (model, parameters, seed, subjects); a checkpoint with
-        another fingerprint is ignored, with a warning.
+        What identifies this run (model, parameters, seed, subjects, and the code's hash under
+        ``"code"``); a checkpoint with another fingerprint is ignored, with a warning.
 
     Returns
     -------
@@ -328,9 +329,18 @@ def _save_epoch_state(path, epoch, net, optimiser, state, rng, generator, finger
 
 
 def _load_epoch_state(path, fingerprint, net) -> dict | None:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("fingerprint") != (fingerprint or {}):
-        logger.warning("%s: checkpoint of another run (fingerprint differs); training from the start", path)
+    try:
+        saved = read_torch(path)
+    except InputDataError as err:  # written atomically, so only damage from outside the workflow
+        logger.warning("%s; training from the start", err)
+        return None
+    before, now = saved.get("fingerprint") or {}, fingerprint or {}
+    if before != now:
+        if {k: v for k, v in before.items() if k != "code"} == {k: v for k, v in now.items() if k != "code"}:
+            logger.warning("%s: checkpoint written by other code (code hash %s, now %s); training from the start",
+                           path, before.get("code"), now.get("code"))
+        else:
+            logger.warning("%s: checkpoint of another run (fingerprint differs); training from the start", path)
         return None
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if {k: tuple(v.shape) for k, v in saved["net"].items()} != expected:

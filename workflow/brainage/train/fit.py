@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
 from brainage import storage
+from brainage._codehash import code_hash
 from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS
@@ -39,6 +40,10 @@ INNER_FOLDS = 5
 # The torch models' per-epoch training state in the fold's folder: a killed job resumes from
 # it; deleted once the fold's outputs are written.
 RESUME_NAME = "resume.pt"
+# What a training job runs (``python -m brainage.train``): the hash of every package file it
+# imports is the code version in the per-epoch fingerprint and the model card (the same hash as
+# the rule's ``params.code``).
+CODE_ENTRY = "brainage.train.__main__"
 
 
 def derive_seeds(seed: int, fold: int, model: str) -> dict:
@@ -71,7 +76,7 @@ def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int)
         no test or fewer than two training subjects.
     """
     people = storage.read_table(cohort, kind="cohort")
-    folds = pd.read_csv(splits, sep="\t", dtype={"participant_id": str})
+    folds = storage.read_tsv(splits, dtype={"participant_id": str})
     for path, table, needed in ((cohort, people, {"participant_id", "age"}), (splits, folds, {"participant_id", "fold"})):
         if not needed <= set(table.columns):
             raise InputDataError(f"{path}: needs columns {sorted(needed)}, found {list(table.columns)}")
@@ -256,7 +261,7 @@ def _init_encoder(estimator, model, path, fold, train_ids) -> dict | None:
         )
     if path is None:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = storage.read_torch(path)
     card = state.get("card", {}) if isinstance(state, dict) else {}
     if "subjects" not in card:
         raise InputDataError(f"{path}: not a pretrained encoder file (no card listing its subjects)")
@@ -292,10 +297,11 @@ def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, desig
     # in the main process).
     estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
     estimator.resume = resume
-    # A resumed run must be the same run: same model, parameters, seeds and subjects.
+    # A resumed run must be the same run: same model, parameters, seeds, subjects and code.
     estimator.fingerprint = {
         "model": model, "fold": int(fold), "params": json.loads(json.dumps(params)), "seeds": seeds,
         "train": design["participant_id"].to_numpy()[train].astype(str).tolist(),
+        "code": code_hash(CODE_ENTRY),
     }
 
 
@@ -326,6 +332,7 @@ def _card(estimator, model, fold, seeds, seconds, predictions, n_train) -> dict:
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(estimator.config).items()},
         "seeds": seeds,
         "versions": dict(software_versions(), sklearn=sklearn.__version__, nilearn=nilearn.__version__),
+        "code": code_hash(CODE_ENTRY),
         "device": describe_device(device),
         "n_train": int(n_train),
         "n_inner": int(len(inner)),
