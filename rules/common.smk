@@ -1,19 +1,35 @@
 """Config validation, the subject list, input functions, target lists and rerun triggers."""
 
 import functools
-import hashlib
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+# Jobs run the code that is hashed (code_hash): this repository's workflow/ tree, not whatever
+# brainage is installed. First on sys.path here, and on PYTHONPATH for every job: local shells
+# inherit it, and cluster jobs parse this file again. (Set with update(): an envvars directive
+# would demand that the user define it.)
+SOURCE_ROOT = str(Path(workflow.basedir, "workflow").resolve())
+sys.path[:] = [SOURCE_ROOT, *(p for p in sys.path if p != SOURCE_ROOT)]
+_PYTHONPATH = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [SOURCE_ROOT, *(p for p in _PYTHONPATH if p and p != SOURCE_ROOT)]
+    )
+)
+
+import brainage._codehash
 import brainage.demo
 import brainage.download.atlas
 import brainage.download.indi
 import brainage.models
 import brainage.participants
+import brainage.participants.inputs
 import brainage.storage
 
 # Defaults from the schema are filled in; an unknown or malformed key stops here, named.
@@ -23,7 +39,7 @@ DEMO = config["inputs"]["source"] == "demo"
 INDI = config["inputs"]["source"] == "indi"
 TASK = config["inputs"]["task"]
 SPACE = config["inputs"]["space"]
-RES = str(config["demo"]["voxel_size"]) if DEMO else config["inputs"]["res"]
+RES = brainage.demo.bold_res(config)
 DERIV = "resources/demo/derivatives" if DEMO else config["inputs"]["derivatives"]
 PARTICIPANTS = (
     "resources/demo/participants.tsv" if DEMO else config["inputs"]["participants"]
@@ -86,10 +102,16 @@ def bold_template(wildcards):
     return BOLD
 
 
-def _subjects():
-    """Subjects to extract: the demo's, or those of participants.tsv that have a BOLD.
+def input_templates(wildcards):
+    """The patterns of the other files extraction reads (sidecar, mask, confounds), unexpanded."""
+    return [BOLD_JSON, MASK, CONFOUNDS]
 
-    Subjects without a BOLD are not dropped silently: the participants stage records them.
+
+def _subjects():
+    """Subjects to extract: the demo's, or those of participants.tsv that have every input file.
+
+    Subjects lacking one (BOLD, its sidecar, mask, confounds) are not dropped silently: the
+    participants stage records them, naming the file; the others still run.
     INDI subjects are known only after the download (``indi_subjects``).
     """
     if INDI:
@@ -97,7 +119,13 @@ def _subjects():
     if DEMO:
         return brainage.demo.subject_ids(config["demo"]["n_subjects"])
     ids = brainage.participants.read_participant_ids(PARTICIPANTS)
-    return [s for s in ids if Path(BOLD.format(subject=s)).exists()]
+    # The participants stage's own rules (files present, the subject's own, no shared BOLD):
+    # a subject it excludes is not extracted either.
+    problems = brainage.participants.inputs.input_problems(
+        ids, BOLD, [BOLD_JSON, MASK, CONFOUNDS]
+    )
+    excluded = {pid.removeprefix("sub-") for pid in config["inputs"]["exclude"]}
+    return [s for s in ids if s not in problems and s not in excluded]
 
 
 SUBJECTS = _subjects()
@@ -117,22 +145,13 @@ def config_json(*sections):
     return json.dumps({s: config[s] for s in sections}, sort_keys=True)
 
 
-def code_hash(*modules):
-    """Hash of the package code a stage runs (+ shared modules): a code change reruns it.
+def code_hash(*entries):
+    """Hash of every package file the entry modules import, transitively: a code change reruns.
 
-    Snakemake's code trigger sees only the shell text, not the modules a job imports.
+    Snakemake's code trigger sees only the shell text, not the modules a job imports. An entry is
+    the module the shell line runs (``python -m brainage.extract`` runs ``brainage.extract.__main__``).
     """
-    root = Path(workflow.basedir) / "workflow" / "brainage"
-    paths = []
-    for name in (*modules, "storage"):
-        paths += sorted((root / name).rglob("*.py")) if (root / name).is_dir() else []
-        paths += [root / f"{name}.py"] if (root / f"{name}.py").exists() else []
-    paths += [root / "__init__.py", root / "errors.py", root / "_cli.py"]
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return brainage._codehash.code_hash(*entries, root=SOURCE_ROOT)
 
 
 def atlas_source(wildcards):
@@ -282,6 +301,30 @@ def model_outputs(name):
     return expand(
         f"results/models/model-{{model}}/fold-{{fold}}/{name}", model=MODELS, fold=FOLDS
     )
+
+
+def final_outputs(wildcards):
+    """Every results file the report is built from, for ``rule all`` to request.
+
+    Snakemake rebuilds a missing output of a job that is not a target only when a job
+    downstream of it must rerun: a deleted volumes file, or the outputs that Snakemake removed
+    with a failed training job, would otherwise leave an existing report "up to date". Listed
+    here, a missing one is rebuilt, and then everything downstream of it.
+    """
+    kinds = {"qc"} | {brainage.models.input_kind(m) for m in MODELS}
+    subjects = [f for kind in sorted(kinds) for f in subject_outputs(kind)(wildcards)]
+    encoders = []
+    if "cnn_rnn" in MODELS and config["models"]["cnn_rnn"]["pretrain"]:
+        encoders = expand(rules.pretrain_encoder.output.encoder, fold=FOLDS)
+    return [
+        *rules.participants_manifest.output,
+        *subjects,
+        *rules.dataset_build.output,
+        *encoders,
+        *model_outputs("predictions.parquet"),
+        *model_outputs("card.json"),
+        *rules.evaluate.output,
+    ]
 
 
 def model_params(wildcards):

@@ -15,7 +15,7 @@ if INDI:
         conda:
             "../envs/brainage.yaml"
         params:
-            code=code_hash("participants"),
+            code=code_hash("brainage.participants.__main__"),
         shell:
             "python -m brainage.participants merge --manifests {input.manifests:q}"
             " --exclusions {input.exclusions:q} --out {output.manifest:q}"
@@ -37,10 +37,13 @@ else:
         params:
             dataset=config["inputs"]["dataset"],
             bold=bold_template,
-            code=code_hash("participants"),
+            inputs=input_templates,
+            exclude=json.dumps(config["inputs"]["exclude"], sort_keys=True),
+            code=code_hash("brainage.participants.__main__"),
         shell:
             "python -m brainage.participants manifest --participants {input:q}"
             " --dataset {params.dataset:q} --bold-template {params.bold:q}"
+            " --input-templates {params.inputs:q} --exclude {params.exclude:q}"
             " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
 
 
@@ -62,7 +65,7 @@ rule dataset_build:
         cfg=config_json("dataset"),
         qc=config_json("qc"),
         seed=config["seed"],
-        code=code_hash("dataset", "splits", "participants", "preprocess/qc"),
+        code=code_hash("brainage.dataset.__main__"),
     shell:
         "python -m brainage.dataset build --manifest {input.manifest:q}"
         " --participant-exclusions {input.exclusions:q} --qc {input.qc:q}"

@@ -146,3 +146,55 @@ def test_preset_keeps_a_planted_sinusoid_and_removes_motion(tmp_path, preset):
     assert abs(np.corrcoef(series.data[:, 1], trans_x)[0, 1]) < 0.1
     assert np.corrcoef(series.data[:, 1], planted)[0, 1] < 0.3  # no sinusoid where none was planted
     assert PLANT_FREQ_HZ == 0.05
+
+
+def _rewrite(subject, edit):
+    edit(storage.read_tsv(subject.confounds)).to_csv(subject.confounds, sep="\t", index=False, na_rep="n/a")
+
+
+def test_first_row_n_a_is_filled_but_later_n_a_in_a_regressor_is_an_error(tmp_path):
+    subject = make_subject(tmp_path)
+    # fMRIPrep's own n/a (first row of derivatives, FD, DVARS) is fine.
+    (confounds, _), _ = _select(subject)
+    assert np.isfinite(confounds.to_numpy()).all()
+
+    def nan_rows(conf):
+        conf.loc[40:44, "trans_y_derivative1"] = np.nan
+        conf.loc[[7, 9], "trans_y_derivative1"] = np.nan
+        return conf
+
+    _rewrite(subject, nan_rows)
+    with pytest.raises(InputDataError, match=r"confounds_timeseries.tsv: n/a or non-finite values \(NaN, inf\) in "
+                                             r"regressors of extract.denoise 'simple': trans_y_derivative1 at frames "
+                                             r"7, 9, 40-44 \(frames count from 0"):
+        _select(subject)
+    # A column the strategy does not select may hold n/a.
+    (confounds, _), _ = _select(subject, ["wm_csf"], wm_csf="basic")
+    assert list(confounds.columns) == ["csf", "white_matter"]
+
+
+def test_confounds_rows_must_match_the_bold(tmp_path):
+    subject = make_subject(tmp_path)
+    params = ExtractParams.from_dict(extract_params())
+    assert len(select_confounds(subject.bold, subject.confounds, params, 100)[0]) == 100
+    with pytest.raises(InputDataError, match=r"confounds_timeseries.tsv: expected one row per BOLD frame "
+                                             r"\(120 rows\), found 100"):
+        select_confounds(subject.bold, subject.confounds, params, 120)
+
+
+def test_text_cells_and_a_bad_sidecar_are_named(tmp_path):
+    subject = make_subject(tmp_path)
+
+    def text(conf):
+        conf["rot_z"] = conf["rot_z"].astype(object)
+        conf.loc[[3, 4], "rot_z"] = "n.a."
+        return conf
+
+    _rewrite(subject, text)
+    with pytest.raises(InputDataError, match=r"confounds_timeseries.tsv: expected numbers or n/a, found text: "
+                                             r"rot_z at frames 3-4 \('n.a.'\)"):
+        _select(subject)
+    subject = make_subject(tmp_path / "b")
+    subject.confounds.with_suffix(".json").write_text("{")
+    with pytest.raises(InputDataError, match=r"confounds_timeseries.json: confounds sidecar is not valid JSON"):
+        _select(subject)

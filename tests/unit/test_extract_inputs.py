@@ -14,6 +14,7 @@ from brainage.extract.inputs import (
     atlas_on_grid,
     check_confounds_file,
     find_confounds_file,
+    header_repetition_time,
     load_atlas,
     load_mask,
     read_atlas_labels,
@@ -64,6 +65,66 @@ def test_mask_must_match_bold_grid(subject, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), img.affine), empty)
     with pytest.raises(InputDataError, match=r"mask_empty.nii.gz: brain mask has no voxel"):
         load_mask(empty, img)
+
+
+def _gzip_cut(path, data, keep):
+    """Write ``data`` as a NIfTI .nii.gz at ``path``, then keep only ``keep`` of its compressed bytes."""
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    compressed = path.read_bytes()
+    path.write_bytes(compressed[:int(len(compressed) * keep)])
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        pytest.param(lambda p: p.write_bytes(b""), r"mask.nii.gz: not a readable NIfTI image: missing, truncated "
+                     r"or corrupt \(Empty file", id="zero bytes"),
+        pytest.param(lambda p: p.write_bytes(b"not an image"), r"mask.nii.gz: not a readable NIfTI image",
+                     id="garbage"),
+        pytest.param(lambda p: p.unlink(), r"mask.nii.gz: not a readable NIfTI image: missing", id="missing"),
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[:40]), r"mask.nii.gz: not a readable NIfTI image",
+                     id="cut inside the header"),
+    ],
+)
+def test_unreadable_mask_is_input_data_error(subject, tmp_path, damage, match):
+    mask = tmp_path / "mask.nii.gz"
+    mask.write_bytes(subject.mask.read_bytes())
+    damage(mask)
+    with pytest.raises(InputDataError, match=match):
+        load_mask(mask, nib.load(subject.bold))
+
+
+def test_mask_truncated_after_its_header_names_the_file(tmp_path):
+    # A mask large and noisy enough that its header decodes and the gzip stream ends inside
+    # the data: nibabel then raises EOFError, without the path, when the array is read.
+    mask = tmp_path / "mask.nii.gz"
+    data = (np.random.default_rng(0).random((40, 40, 40)) > 0.5).astype(np.uint8)
+    _gzip_cut(mask, data, 0.5)
+    bold_img = nib.Nifti1Image(np.zeros((40, 40, 40, 2), np.float32), np.eye(4))
+    with pytest.raises(InputDataError, match=r"mask.nii.gz: truncated or corrupt image data \(EOFError: "
+                                             r"Compressed file ended"):
+        load_mask(mask, bold_img)
+
+
+def test_header_tr_of_an_unreadable_bold_is_input_data_error(tmp_path):
+    bold = tmp_path / "sub-01_func_preproc.nii.gz"
+    bold.write_bytes(b"")
+    with pytest.raises(InputDataError, match=r"sub-01_func_preproc.nii.gz: not a readable NIfTI image"):
+        header_repetition_time(bold)
+
+
+def test_unreadable_sidecar_is_input_data_error(subject, monkeypatch):
+    sidecar = sidecar_path(subject.bold)
+    real_read_text = type(sidecar).read_text
+
+    def denied(self, *args, **kwargs):
+        if self == sidecar:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(sidecar), "read_text", denied)
+    with pytest.raises(InputDataError, match=r"_bold.json: BOLD sidecar cannot be read \(.*Permission denied"):
+        read_repetition_time(subject.bold)
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,47 @@ def _nans(subject):
     rewrite_bold(subject, data)
 
 
+def _nan_rows(conf):
+    # A regressor of the "simple" preset with n/a beyond the first row (fMRIPrep writes n/a only there).
+    conf.loc[10:12, "trans_x"] = np.nan
+    conf.loc[30, "white_matter"] = np.nan
+    return conf
+
+
+def _inf(conf):
+    conf.loc[5, "rot_y"] = np.inf
+    return conf
+
+
+def _text(conf):
+    conf["trans_x"] = conf["trans_x"].astype(object)
+    conf.loc[5, "trans_x"] = "abc"
+    return conf
+
+
+def _write(attribute, content, suffix=None):
+    """Damage: replace one of the subject's files (``suffix``: its sibling with that suffix) with ``content``."""
+    def damage(subject):
+        path = getattr(subject, attribute)
+        if suffix is not None:
+            path = path.with_name(path.name.replace(".nii.gz", suffix).replace(".tsv", suffix))
+        path.write_bytes(content(path) if callable(content) else content)
+    return damage
+
+
+def _edit(edit):
+    """Damage: edit the subject's confounds table after the BOLD was made from it."""
+    def damage(subject):
+        edit(storage.read_tsv(subject.confounds)).to_csv(subject.confounds, sep="\t", index=False, na_rep="n/a")
+    return damage
+
+
+def _half(path):
+    """The first half of a file's bytes: a truncated download or copy."""
+    data = path.read_bytes()
+    return data[:len(data) // 2]
+
+
 BAD_INPUTS = {
     "sidecar without RepetitionTime": (
         _no_tr, {}, r"_desc-preproc_bold.json: expected a positive number under 'RepetitionTime'"),
@@ -98,6 +139,41 @@ BAD_INPUTS = {
     "confounds without FD": (
         None, {"edit_confounds": lambda c: c.drop(columns=["framewise_displacement"])},
         r"_desc-confounds_timeseries.tsv: expected a 'framewise_displacement' column"),
+    "n/a rows in a confounds regressor": (
+        _edit(_nan_rows), {},
+        r"_desc-confounds_timeseries.tsv: n/a or non-finite values \(NaN, inf\) in regressors of extract.denoise "
+        r"'simple': trans_x at frames 10-12; white_matter at frame 30 \(frames count from 0"),
+    "inf in a confounds regressor": (
+        _edit(_inf), {},
+        r"_desc-confounds_timeseries.tsv: n/a or non-finite values \(NaN, inf\) .*: rot_y at frame 5 "),
+    "text in a confounds column": (
+        _edit(_text), {},
+        r"_desc-confounds_timeseries.tsv: expected numbers or n/a, found text: trans_x at frame 5 \('abc'\)"),
+    "confounds shorter than the BOLD": (
+        _edit(lambda c: c.iloc[:60]), {},
+        r"_desc-confounds_timeseries.tsv: expected one row per BOLD frame \(100 rows\), found 60"),
+    "confounds header only": (
+        _edit(lambda c: c.iloc[:0]), {},
+        r"_desc-confounds_timeseries.tsv: expected one row per BOLD frame \(100 rows\), found 0"),
+    "empty confounds": (_write("confounds", b""), {}, r"_desc-confounds_timeseries.tsv: empty file"),
+    "garbled confounds": (_write("confounds", b"\xff\xfe\x00\x01garbage\n"), {},
+                          r"_desc-confounds_timeseries.tsv: not a readable tab-separated table"),
+    "invalid confounds JSON": (_write("confounds", b"{not json", ".json"), {},
+                               r"_desc-confounds_timeseries.json: confounds sidecar is not valid JSON"),
+    "empty confounds JSON": (_write("confounds", b"", ".json"), {},
+                             r"_desc-confounds_timeseries.json: confounds sidecar is not valid JSON"),
+    "garbled confounds JSON": (_write("confounds", b"\x1f\x8b garbled {", ".json"), {},
+                               r"_desc-confounds_timeseries.json: confounds sidecar is not valid JSON"),
+    "zero-byte mask": (_write("mask", b""), {},
+                       r"_desc-brain_mask.nii.gz: not a readable NIfTI image: missing, truncated or corrupt"),
+    "truncated mask": (_write("mask", _half), {},
+                       r"_desc-brain_mask.nii.gz: not a readable NIfTI image: missing, truncated or corrupt"),
+    "zero-byte BOLD": (_write("bold", b""), {},
+                       r"_desc-preproc_bold.nii.gz: not a readable NIfTI image: missing, truncated or corrupt"),
+    "truncated BOLD": (_write("bold", _half), {}, r"_desc-preproc_bold.nii.gz: truncated or corrupt"),
+    "invalid-JSON sidecar": (_write("bold", b'{"RepetitionTime": 2.0,', ".json"), {},
+                             r"_desc-preproc_bold.json: not valid JSON"),
+    "empty sidecar": (_write("bold", b"", ".json"), {}, r"_desc-preproc_bold.json: not valid JSON"),
 }
 
 
@@ -120,6 +196,20 @@ def test_bad_input_is_excluded_with_empty_outputs(tmp_path, capsys, case):
     assert series.metadata["status"] == "excluded" and series.metadata["reason"] == qc["reason"]
     vols = storage.read_volumes(out["volumes_out"])
     assert vols.data.shape == (0, 0) and vols.mask.shape == (1, 1, 1)
+
+
+def test_n_a_outside_the_selected_regressors_is_kept(tmp_path):
+    # fMRIPrep's n/a in the first row (derivatives, FD, DVARS) is filled by nilearn; n/a in a
+    # column the preset does not use is no problem either.
+    def edit(conf):
+        conf.loc[30:33, "a_comp_cor_00"] = np.nan
+        return conf
+
+    subject = make_subject(tmp_path, edit_confounds=edit)
+    assert np.isnan(storage.read_tsv(subject.confounds)["trans_x_derivative1"].iloc[0])
+    qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir], extract_params(),
+                         confounds=subject.confounds, **outputs(tmp_path))
+    assert qc["status"] == "included" and qc["n_frames_kept"] == 100
 
 
 def test_excluded_qc_keeps_what_was_known(tmp_path):

@@ -168,3 +168,30 @@ def test_cli_manifest_writes_outputs_and_reports_errors(tmp_path):
 
     bad = _tsv(tmp_path, "01\t20\n", header="participant_id\tage\n", name="bad.tsv")
     assert main([*args[:1], "--participants", str(bad), *args[3:]]) == 1
+
+
+def test_manifest_leaves_out_the_subjects_the_config_excludes_with_their_reason(tmp_path):
+    path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n02\t30\tF\tA\tTD\n03\t40\tF\tB\tTD\n")
+    # sub-02 has no BOLD at all: a user exclusion is recorded with the user's reason, not "no BOLD"
+    template = _template(tmp_path, ["01", "03"])
+    build_manifest(path, "demo", template, tmp_path / "m.tsv", tmp_path / "e.tsv",
+                   exclude={"sub-02": "scanner artefact", "03": "withdrew consent"})
+    assert _read(tmp_path / "m.tsv")["participant_id"].tolist() == ["sub-01"]
+    exclusions = _read(tmp_path / "e.tsv")
+    assert exclusions.values.tolist() == [
+        ["sub-02", "participants", "excluded in the config (inputs.exclude): scanner artefact"],
+        ["sub-03", "participants", "excluded in the config (inputs.exclude): withdrew consent"],
+    ]
+    with pytest.raises(ConfigError, match=r"inputs.exclude: sub-09 not in .*participants\.tsv"):
+        build_manifest(path, "demo", template, tmp_path / "m.tsv", tmp_path / "e.tsv", exclude={"sub-09": "x"})
+
+
+def test_cli_manifest_takes_the_exclusions_as_json(tmp_path):
+    path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n02\t30\tF\tA\tTD\n")
+    template = _template(tmp_path, ["01", "02"])
+    args = ["manifest", "--participants", str(path), "--dataset", "demo", "--bold-template", template,
+            "--exclude", '{"sub-01": "motion in the scanner log"}',
+            "--out", str(tmp_path / "m.tsv"), "--exclusions-out", str(tmp_path / "e.tsv")]
+    assert main(args) == 0
+    assert _read(tmp_path / "m.tsv")["participant_id"].tolist() == ["sub-02"]
+    assert _read(tmp_path / "e.tsv")["reason"].tolist() == ["excluded in the config (inputs.exclude): motion in the scanner log"]

@@ -14,6 +14,7 @@ from nilearn.image import resample_to_img
 from nilearn.interfaces.bids import parse_bids_filename
 
 from brainage.errors import InputDataError
+from brainage.extract import nifti
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def read_repetition_time(bold: str | os.PathLike) -> float:
     Raises
     ------
     InputDataError
-        If the sidecar is missing, is not JSON, or has no positive ``RepetitionTime``.
+        If the sidecar is missing, unreadable, not JSON, or has no positive ``RepetitionTime``.
     """
     sidecar = sidecar_path(bold)
     if not sidecar.is_file():
@@ -43,6 +44,8 @@ def read_repetition_time(bold: str | os.PathLike) -> float:
         meta = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputDataError(f"{sidecar}: not valid JSON ({err})") from err
+    except OSError as err:  # e.g. no read permission
+        raise InputDataError(f"{sidecar}: BOLD sidecar cannot be read ({err})") from err
     tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
     if not isinstance(tr, (int, float)) or isinstance(tr, bool) or tr <= 0:
         raise InputDataError(
@@ -95,7 +98,7 @@ def header_repetition_time(bold: str | os.PathLike) -> float:
     InputDataError
         If the image has no time axis, a spectral time unit, or a zero / non-finite TR.
     """
-    header = nib.load(bold).header
+    header = nifti.read_header(bold).header
     zooms = header.get_zooms()
     if len(zooms) < 4:
         raise InputDataError(
@@ -131,9 +134,10 @@ def load_mask(mask: str | os.PathLike, bold_img: nib.Nifti1Image) -> tuple[nib.N
     Raises
     ------
     InputDataError
-        If the mask is not 3D on the BOLD grid (same shape and affine) or is empty.
+        If the mask is not a readable NIfTI image (missing, empty, truncated, corrupt), is not
+        3D on the BOLD grid (same shape and affine) or has no voxel.
     """
-    img = nib.load(mask)
+    img = nifti.read_header(mask)
     grid = tuple(bold_img.shape[:3])
     if tuple(img.shape) != grid or not np.allclose(img.affine, bold_img.affine, atol=1e-3):
         raise InputDataError(
@@ -141,7 +145,7 @@ def load_mask(mask: str | os.PathLike, bold_img: nib.Nifti1Image) -> tuple[nib.N
             f"{np.round(bold_img.affine, 3).tolist()}), found shape {tuple(img.shape)}, "
             f"affine {np.round(img.affine, 3).tolist()}"
         )
-    brain = np.asarray(img.dataobj) > 0
+    brain = nifti.read_data(mask, img) > 0
     if not brain.any():
         raise InputDataError(f"{mask}: brain mask has no voxel")
     return img, brain

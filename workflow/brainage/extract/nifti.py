@@ -51,6 +51,22 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
     return img
 
 
+def read_data(path: str | os.PathLike, img: nib.Nifti1Image) -> np.ndarray:
+    """The whole image array of a small image opened with :func:`read_header` (a mask, say).
+
+    Raises
+    ------
+    InputDataError
+        If the data are truncated or corrupt (the header alone can read fine).
+    """
+    try:
+        return np.asanyarray(img.dataobj)
+    except (*_DECODE_ERRORS, ValueError) as err:
+        # ValueError: an uncompressed file shorter than its header says ("buffer is too small").
+        detail = " ".join(str(err).split())  # nibabel's message may hold a line break
+        raise InputDataError(f"{path}: truncated or corrupt image data ({type(err).__name__}: {detail})") from err
+
+
 def reduce_bold(path: str | os.PathLike, weights) -> np.ndarray:
     """Multiply every frame of a 4D NIfTI by a sparse matrix while the file is decoded.
 

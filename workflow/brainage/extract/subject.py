@@ -171,7 +171,7 @@ def _confounds_file(bold, confounds_arg, denoised: bool) -> Path | None:
 def _frames(bold, confounds_file, n_timepoints: int, tr: float, cfg: ExtractParams, participant_id: str):
     """Confound regressors, sample mask and kept frames; all frames without a confounds file."""
     if confounds_file is not None:
-        conf, sample_mask = confounds.select_confounds(bold, confounds_file, cfg)
+        conf, sample_mask = confounds.select_confounds(bold, confounds_file, cfg, n_timepoints)
         return conf, sample_mask, confounds.frames_kept(n_timepoints, sample_mask, cfg, confounds_file, tr)
     logger.info("%s: confound regression and scrubbing skipped: the input is already denoised (no "
                 "confounds file, no motion parameters); detrend=%s, band-pass %s-%s Hz, standardize=%s",

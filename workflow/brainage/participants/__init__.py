@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from brainage.errors import ConfigError, InputDataError
 from brainage import storage
-from brainage.storage import write_tsv
+from brainage.errors import ConfigError, InputDataError
+from brainage.participants.inputs import input_problems, subject_path
+from brainage.storage import MANIFEST_COLUMNS, write_tsv
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("participant_id", "age", "sex", "site")
-MANIFEST_COLUMNS = ("participant_id", "dataset", "site", "age", "sex")
-EXCLUSION_COLUMNS = ("participant_id", "stage", "reason")
 STAGE = "participants"
 AGE_RANGE = (0.0, 120.0)  # years; outside it the value is a coding error, not a person
 SUBJECT_PLACEHOLDER = "{subject}"
@@ -107,9 +107,7 @@ def age_problem(raw: object, age: float, where: str) -> str | None:
 
 def bold_path(bold_template: str, label: str) -> Path:
     """Path of one subject's preprocessed BOLD: ``{subject}`` in the template replaced by ``label``."""
-    # str.replace, not str.format: the template may hold other braces (BIDS entities never do,
-    # but a user's folder name might).
-    return Path(bold_template.replace(SUBJECT_PLACEHOLDER, label))
+    return subject_path(bold_template, label)
 
 
 def _check_columns(table: pd.DataFrame, path: Path) -> None:
@@ -124,6 +122,9 @@ def build_manifest(
     bold_template: str,
     out: str | os.PathLike,
     exclusions_out: str | os.PathLike,
+    *,
+    input_templates: Sequence[str] = (),
+    exclude: Mapping[str, str] | None = None,
 ) -> None:
     """Write the participants manifest and the participants-stage exclusions.
 
@@ -142,28 +143,48 @@ def build_manifest(
         sex (M / F / n/a), then the extra columns.
     exclusions_out : path-like
         TSV of excluded subjects: participant_id, stage (``participants``), reason.
+    input_templates : sequence of str
+        The other files extraction reads (BOLD sidecar, brain mask, confounds), each with a
+        ``{subject}`` placeholder. A subject lacking one, or whose files are another
+        subject's (:func:`brainage.participants.inputs.input_problems`), is excluded.
+    exclude : mapping of str to str, optional
+        Subjects the user leaves out (``inputs.exclude``), participant id (with or without
+        ``sub-``) -> reason; each is recorded with that reason and its files are not checked.
 
     Raises
     ------
     InputDataError
         File-level problems: missing file or required columns, empty table, invalid or
         duplicated ids, or every subject excluded. Row-level problems (missing, non-numeric
-        or out-of-range age; no preprocessed BOLD) exclude that subject only.
+        or out-of-range age; a missing input file, or another subject's) exclude that subject only.
     ConfigError
-        If ``bold_template`` has no ``{subject}`` placeholder.
+        If ``bold_template`` has no ``{subject}`` placeholder, or ``exclude`` names a subject
+        that is not in the table.
     """
-    if SUBJECT_PLACEHOLDER not in bold_template:
-        raise ConfigError(f"bold_template {bold_template!r} has no {SUBJECT_PLACEHOLDER} placeholder")
+    for template in (bold_template, *input_templates):
+        if SUBJECT_PLACEHOLDER not in template:
+            raise ConfigError(f"bold_template {template!r} has no {SUBJECT_PLACEHOLDER} placeholder"
+                              if template == bold_template else
+                              f"input template {template!r} has no {SUBJECT_PLACEHOLDER} placeholder")
     path = Path(participants)
     table = storage.read_tsv(path, dtype=str)
     _check_columns(table, path)
     labels = _labels(table["participant_id"], path)
     ages = pd.to_numeric(table["age"], errors="coerce").astype(float)
+    by_user = {pid.removeprefix("sub-"): reason for pid, reason in (exclude or {}).items()}
+    unknown = sorted(f"sub-{x}" for x in set(by_user) - set(labels))
+    if unknown:
+        raise ConfigError(f"inputs.exclude: {', '.join(unknown)} not in {path}")
+    file_problems = input_problems([x for x in labels if x not in by_user], bold_template, input_templates)
     reasons = []
     for row, (label, raw, age) in enumerate(zip(labels, table["age"], ages), start=1):
+        if label in by_user:
+            reasons.append(f"excluded in the config (inputs.exclude): {by_user[label]}")
+            log.info("excluding sub-%s: %s", label, reasons[-1])
+            continue
         reason = age_problem(raw, age, f"{path} row {row}")
-        if reason is None and not bold_path(bold_template, label).is_file():
-            reason = f"no preprocessed BOLD: {bold_path(bold_template, label)}"
+        if reason is None:
+            reason = file_problems.get(label)
         if reason is not None:
             log.warning("excluding sub-%s: %s", label, reason)
         reasons.append(reason)
@@ -173,7 +194,7 @@ def build_manifest(
 
     manifest = _manifest(table, labels, ages, dataset, path)
     excluded = [(f"sub-{x}", STAGE, r) for x, r in zip(labels, reasons) if r is not None]
-    exclusions = pd.DataFrame(excluded, columns=list(EXCLUSION_COLUMNS))
+    exclusions = storage.exclusions_frame(excluded)
     write_tsv(out, manifest[keep].reset_index(drop=True))
     write_tsv(exclusions_out, exclusions)
     log.info("%s: %d participants kept, %d excluded", path, int(keep.sum()), int((~keep).sum()))

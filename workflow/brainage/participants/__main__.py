@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brainage._cli import existing_file, run
+from brainage._cli import existing_file, json_object, run
 from brainage.participants import build_manifest
 from brainage.participants.merge import merge_manifests
 
@@ -16,6 +16,8 @@ def _manifest(args: argparse.Namespace) -> None:
         bold_template=args.bold_template,
         out=args.out,
         exclusions_out=args.exclusions_out,
+        input_templates=args.input_templates,
+        exclude=args.exclude,
     )
 
 
@@ -39,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         "--bold-template",
         required=True,
         help="preprocessed BOLD path with a {subject} placeholder (label without sub-)",
+    )
+    manifest.add_argument(
+        "--input-templates",
+        nargs="*",
+        default=[],
+        help="the other files extraction reads (BOLD sidecar, brain mask, confounds), each with a "
+        "{subject} placeholder; a subject missing one is excluded, naming it",
+    )
+    manifest.add_argument(
+        "--exclude",
+        type=json_object,
+        default={},
+        help='subjects to leave out as JSON, participant id -> reason (inputs.exclude), e.g. {"sub-01": "artefact"}',
     )
     manifest.add_argument("--out", required=True, help="manifest TSV to write")
     manifest.add_argument("--exclusions-out", required=True, help="exclusions TSV to write")
