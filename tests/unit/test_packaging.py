@@ -18,6 +18,7 @@ NOT_IMPORTED = {
     "snakemake": "runs the workflow",
     "snakemake-executor-plugin-slurm": "the cluster executor (profiles/slurm)",
     "fmriprep-docker": "the fMRIPrep launcher the fmriprep_subject rule runs",
+    "nipype": "a named dependency of the project (fMRIPrep's engine); the QC tests check our CompCor against it",
     "jsonschema": "snakemake.utils.validate checks the config with it",
     "pyyaml": "the config files",
 }
