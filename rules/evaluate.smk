@@ -14,8 +14,9 @@ rule evaluate:
         "../envs/brainage.yaml"
     params:
         cfg=config_json("evaluate"),
+        seed=config["seed"],
         code=code_hash("brainage.evaluate.__main__"),
     shell:
-        "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q}"
+        "python -m brainage.evaluate run --predictions {input:q} --params {params.cfg:q} --seed {params.seed}"
         " --predictions-out {output.predictions:q} --metrics-out {output.metrics:q}"
         " > {log:q} 2>&1"

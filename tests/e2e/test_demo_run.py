@@ -55,6 +55,11 @@ def test_every_model_beats_dummy_and_learns_the_planted_effect(demo_run):
     for model in ["connectome_ridge", "roi_gru", "cnn_rnn"]:
         assert metrics.loc[model, "mae"] < 0.8 * dummy, metrics
         assert metrics.loc[model, "r"] > 0.5, metrics
+        # better than the dummy beyond chance: the paired 95 % interval of the difference excludes 0
+        assert metrics.loc[model, "delta_mae_vs_dummy_ci_high"] < 0, metrics
+    for model, row in metrics.iterrows():
+        assert row["mae_ci_low"] <= row["mae"] <= row["mae_ci_high"], metrics
+    assert metrics.loc["connectome_ridge", "delta_mae_vs_ridge"] == 0
 
 
 def test_no_subject_is_lost(demo_run):

@@ -30,9 +30,9 @@ def _test_rows(predicted, folds=(0, 0, 1, 1)):
     return [(pid, f, "test", a, p) for pid, f, a, p in zip(IDS, folds, AGES, predicted)]
 
 
-def _run(tmp_path, files, bias_correction=False):
+def _run(tmp_path, files, bias_correction=False, resamples=200):
     out_pred, out_metrics = tmp_path / "out" / "predictions.parquet", tmp_path / "out" / "metrics.tsv"
-    evaluate(files, {"bias_correction": bias_correction}, out_pred, out_metrics)
+    evaluate(files, {"bias_correction": bias_correction, "bootstrap_resamples": resamples}, out_pred, out_metrics)
     return storage.read_table(out_pred, kind="evaluated_predictions"), pd.read_csv(out_metrics, sep="\t")
 
 
@@ -173,21 +173,30 @@ def test_bad_prediction_files(tmp_path):
         _run(tmp_path, [])
 
 
-@pytest.mark.parametrize("params", [{}, {"bias_correction": True, "method": "linear"}])
+@pytest.mark.parametrize("params", [{}, {"bias_correction": True},
+                                    {"bias_correction": True, "bootstrap_resamples": 10, "method": "linear"}])
 def test_params_must_be_the_evaluate_section(tmp_path, params):
     file = _write(tmp_path / "m.parquet", "m", _test_rows([1.0] * 4))
-    with pytest.raises(ConfigError, match=r"evaluate params: expected keys \['bias_correction'\]"):
+    with pytest.raises(ConfigError, match=r"evaluate params: expected keys \['bias_correction', 'bootstrap_resamples'\]"):
         evaluate([file], params, tmp_path / "p.parquet", tmp_path / "m.tsv")
+
+
+@pytest.mark.parametrize("resamples", [-1, 2.5, True, "100"])
+def test_bootstrap_resamples_must_be_a_whole_number(tmp_path, resamples):
+    file = _write(tmp_path / "m.parquet", "m", _test_rows([1.0] * 4))
+    with pytest.raises(ConfigError, match=r"evaluate.bootstrap_resamples: expected a whole number >= 0, found "):
+        evaluate([file], {"bias_correction": True, "bootstrap_resamples": resamples},
+                 tmp_path / "p.parquet", tmp_path / "m.tsv")
 
 
 def test_cli_run(tmp_path):
     file = _planted(tmp_path, "m.parquet", "m", 0.5, 10.0)
     out_pred, out_metrics = tmp_path / "p.parquet", tmp_path / "m.tsv"
-    args = ["run", "--predictions", str(file), "--params", '{"bias_correction": true}',
-            "--predictions-out", str(out_pred), "--metrics-out", str(out_metrics)]
+    args = ["run", "--predictions", str(file), "--params", '{"bias_correction": true, "bootstrap_resamples": 50}',
+            "--seed", "3", "--predictions-out", str(out_pred), "--metrics-out", str(out_metrics)]
     assert main(args) == 0
     assert pd.read_csv(out_metrics, sep="\t")["mae_corrected"].iloc[0] == pytest.approx(0.0, abs=1e-10)
-    args[args.index("--params") + 1] = '{"bias_correction": true, "x": 1}'
+    args[args.index("--params") + 1] = '{"bias_correction": true, "bootstrap_resamples": 50, "x": 1}'
     assert main(args) == 1
 
 
@@ -229,7 +238,8 @@ def test_heldout_metrics_are_those_of_the_fold_mean(tmp_path):
     # The cv rows are exactly what they are without a held-out set.
     _, cv_metrics = _run(tmp_path / "cv", [_planted(tmp_path, "m2.parquet", "m", 0.5, 10.0)])
     cv_m = metrics[(metrics["set"] == "cv") & (metrics["model"] == "m")].reset_index(drop=True)
-    pd.testing.assert_frame_equal(cv_m.drop(columns="delta_mae_vs_dummy"), cv_metrics.drop(columns="delta_mae_vs_dummy"))
+    vs_dummy = [c for c in cv_m.columns if c.startswith("delta_mae_vs_dummy")]  # one run has no dummy
+    pd.testing.assert_frame_equal(cv_m.drop(columns=vs_dummy), cv_metrics.drop(columns=vs_dummy))
     held = preds[preds["set"] == "test"]
     assert len(held) == 6 and (held["fold"] == -1).all()
     np.testing.assert_allclose(held.loc[held["model"] == "m", "predicted_age"], [50.0, 62.0, 70.0])

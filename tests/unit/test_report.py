@@ -534,3 +534,23 @@ def test_atlas_folders_must_be_the_configured_atlases(tmp_path):
     config["atlases"] = [{"name": "kmeans", "n_regions": 100}, {"name": "msdl"}]
     with pytest.raises(InputDataError, match=r"\['kmeans'\], but config atlases lists \['kmeans', 'msdl'\]"):
         build_report(config, out=tmp_path / "r.html", atlases=[atlas], **paths)
+
+
+def test_metrics_cells_carry_their_bootstrap_interval_and_the_methods_say_how():
+    from brainage.report.methods import validation_text
+    from brainage.report.tables import metrics_table as render
+
+    metrics = pd.DataFrame({"model": ["dummy", "connectome_ridge"], "n": [60, 60], "mae": [17.976, 6.31],
+                            "mae_ci_low": [16.1, 5.004], "mae_ci_high": [19.9, 7.6],
+                            "r": [float("nan"), 0.9534], "r_ci_low": [float("nan"), 0.93], "r_ci_high": [float("nan"), 0.97],
+                            "delta_mae_vs_dummy": [0.0, -11.666], "delta_mae_vs_dummy_ci_low": [0.0, -13.2],
+                            "delta_mae_vs_dummy_ci_high": [0.0, -10.1]})
+    page = render(metrics)
+    assert "6.31 [5.00, 7.60]" in page and "0.953 [0.930, 0.970]" in page and "-11.67 [-13.20, -10.10]" in page
+    assert "17.98 [16.10, 19.90]" in page and ">n/a<" in page  # the dummy's r has no interval
+    assert "ci_low" not in page and "ci_high" not in page
+    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "config.yaml").read_text())
+    config["evaluate"]["bootstrap_resamples"] = 2000
+    assert "95 % percentile bootstrap intervals (2000 resamples of the subjects" in validation_text(config)
+    config["evaluate"]["bootstrap_resamples"] = 0
+    assert "bootstrap" not in validation_text(config)

@@ -31,13 +31,18 @@ class EvaluateParams:
     """The ``evaluate`` config section (defaults live in config.schema.yaml, not here)."""
 
     bias_correction: bool
+    bootstrap_resamples: int
 
     @classmethod
     def from_dict(cls, params: dict) -> EvaluateParams:
-        """Build from the config section; error on missing or unknown keys."""
-        if set(params) != {"bias_correction"}:
-            raise ConfigError(f"evaluate params: expected keys ['bias_correction'], found {sorted(params)}")
-        return cls(bias_correction=bool(params["bias_correction"]))
+        """Build from the config section; error on missing or unknown keys, or a negative count."""
+        keys = ["bias_correction", "bootstrap_resamples"]
+        if set(params) != set(keys):
+            raise ConfigError(f"evaluate params: expected keys {keys}, found {sorted(params)}")
+        resamples = params["bootstrap_resamples"]
+        if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
+            raise ConfigError(f"evaluate.bootstrap_resamples: expected a whole number >= 0, found {resamples!r}")
+        return cls(bias_correction=bool(params["bias_correction"]), bootstrap_resamples=resamples)
 
 
 def read_predictions(paths: list) -> pd.DataFrame:
@@ -110,6 +115,7 @@ def evaluate(
     params: dict,
     predictions_out: str | os.PathLike,
     metrics_out: str | os.PathLike,
+    seed: int = 0,
 ) -> None:
     """Pool every model's out-of-sample predictions, correct the age bias, write metrics.
 
@@ -127,7 +133,8 @@ def evaluate(
         subjects), set (``cv``, or ``test`` for held-out subjects, always split ``test``),
         age, predicted_age (years).
     params : dict
-        The ``evaluate`` config section: ``bias_correction`` (bool).
+        The ``evaluate`` config section: ``bias_correction`` (bool), ``bootstrap_resamples``
+        (int: resamples of the subjects for the 95 % intervals in metrics.tsv; 0: none).
     predictions_out : path-like
         predictions.parquet (kind ``evaluated_predictions``): one row per model and
         subject, cross-validation rows first, columns ``OUTPUT_COLUMNS`` (held-out rows have
@@ -135,7 +142,10 @@ def evaluate(
     metrics_out : path-like
         metrics.tsv: one row per model and set, the ``cv`` rows first; within a set the
         dummy first, the others in order of first appearance in ``prediction_files`` (see
-        :func:`metrics.metrics_table`).
+        :func:`metrics.metrics_table`), with bootstrap intervals of MAE, r and R² and
+        paired intervals of the MAE difference to the dummy and to the connectome ridge.
+    seed : int
+        The workflow seed: the bootstrap resamples are drawn from it (reproducible intervals).
 
     Raises
     ------
@@ -155,9 +165,10 @@ def evaluate(
     if not heldout.empty:
         test = pd.concat([test, heldout[list(OUTPUT_COLUMNS)]], ignore_index=True)
     fits += heldout_fits
-    metrics = metrics_table(test, models)
+    metrics = metrics_table(test, models, n_resamples=config.bootstrap_resamples, seed=seed)
     provenance = {
         "params": asdict(config),
+        "seed": seed,
         "bias_fits": fits,
         "sources": [str(p) for p in prediction_files],
     }

@@ -14,6 +14,7 @@ def _run(args: argparse.Namespace) -> None:
         params=args.params,
         predictions_out=args.predictions_out,
         metrics_out=args.metrics_out,
+        seed=args.seed,
     )
 
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         help="prediction Parquet files (kind predictions)",
     )
     verb.add_argument("--params", type=json_object, required=True, help="the evaluate config section as JSON")
+    verb.add_argument("--seed", type=int, default=0, help="workflow seed; the bootstrap resamples derive from it")
     verb.add_argument("--predictions-out", required=True, help="predictions.parquet to write")
     verb.add_argument("--metrics-out", required=True, help="metrics.tsv to write")
     verb.set_defaults(func=_run)

@@ -7,13 +7,20 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+from brainage.evaluate.intervals import bootstrap_indices, metric_intervals, paired_mae_difference
 from brainage.splits import SETS
 
 METRIC_COLUMNS = (
     "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd",
     "mae_corrected", "r_corrected", "delta_mae_vs_dummy",
+    # 95 % bootstrap intervals (subjects resampled; the same resamples for every model of a set)
+    "mae_ci_low", "mae_ci_high", "r_ci_low", "r_ci_high", "r2_ci_low", "r2_ci_high",
+    "delta_mae_vs_dummy_ci_low", "delta_mae_vs_dummy_ci_high",
+    "delta_mae_vs_ridge", "delta_mae_vs_ridge_ci_low", "delta_mae_vs_ridge_ci_high",
 )
 DUMMY = "dummy"
+#: The bar every model must clear: the connectome ridge, on the same folds and subjects.
+RIDGE = "connectome_ridge"
 
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
@@ -62,42 +69,65 @@ def model_metrics(age: np.ndarray, predicted: np.ndarray, corrected: np.ndarray)
     }
 
 
-def metrics_table(test: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+def metrics_table(test: pd.DataFrame, models: list[str], n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row of metrics per model and set: the ``cv`` rows, then the held-out ``test`` rows.
 
     Parameters
     ----------
     test : DataFrame
-        Evaluated predictions: model, set ("cv" or "test"), age, predicted_age,
-        predicted_age_corrected. A set without rows gets no metrics rows.
+        Evaluated predictions: participant_id, model, set ("cv" or "test"), age,
+        predicted_age, predicted_age_corrected. A set without rows gets no metrics rows.
+        Within a set every model predicts the same subjects.
     models : list of str
         Model names in the wanted order.
+    n_resamples : int
+        Bootstrap resamples of the subjects for the intervals; 0: the interval columns are NaN.
+    seed : int
+        Seeds the resamples (one stream per set, shared by the set's models).
 
     Returns
     -------
     DataFrame
         Columns ``METRIC_COLUMNS``; within each set the dummy first, the rest in the order of
-        ``models``. ``delta_mae_vs_dummy`` is the model's MAE minus the dummy's on the same
-        set (negative = better than the dummy), NaN without a dummy.
+        ``models``. ``delta_mae_vs_dummy`` (``delta_mae_vs_ridge``) is the model's MAE minus
+        the dummy's (the connectome ridge's) on the same subjects (negative = better), NaN
+        without that model; their intervals are paired: each resample holds the same subjects
+        for both models. Intervals are 95 % percentile bootstrap intervals.
+
+    Raises
+    ------
+    ValueError
+        Two models of a set predict different subjects.
     """
     order = sorted(models, key=lambda m: m != DUMMY)  # stable: the dummy first, the rest as given
     tables = []
-    for name in SETS:
+    for k, name in enumerate(SETS):
         rows = test[test["set"] == name]
         if not rows.empty:
-            tables.append(_set_metrics(rows, order).assign(set=name))
+            stream = np.random.SeedSequence([seed, k])
+            tables.append(_set_metrics(rows, order, n_resamples, stream).assign(set=name))
     return pd.concat(tables, ignore_index=True)[list(METRIC_COLUMNS)]
 
 
-def _set_metrics(test: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+def _set_metrics(test: pd.DataFrame, order: list[str], n_resamples: int, stream) -> pd.DataFrame:
+    # One row per subject and model, subjects in one order for every model (paired resamples).
+    wide = {model: test[test["model"] == model].set_index("participant_id").sort_index() for model in order}
+    subjects = next(iter(wide.values())).index
+    for model, part in wide.items():
+        if not part.index.equals(subjects):
+            raise ValueError(f"model {model!r} predicts other subjects than {order[0]!r} in one set; "
+                             "intervals and paired differences need the same subjects")
+    indices = bootstrap_indices(len(subjects), n_resamples, stream) if n_resamples else None
     rows = []
-    for model in order:
-        part = test[test["model"] == model]
-        scores = model_metrics(
-            part["age"].to_numpy(), part["predicted_age"].to_numpy(), part["predicted_age_corrected"].to_numpy()
-        )
+    for model, part in wide.items():
+        age, predicted = part["age"].to_numpy(), part["predicted_age"].to_numpy()
+        scores = model_metrics(age, predicted, part["predicted_age_corrected"].to_numpy())
+        if indices is not None:
+            scores |= metric_intervals(age, predicted, indices)
+        for reference, column in ((DUMMY, "delta_mae_vs_dummy"), (RIDGE, "delta_mae_vs_ridge")):
+            if reference in wide:
+                difference, low, high = paired_mae_difference(
+                    age, predicted, wide[reference]["predicted_age"].to_numpy(), indices)
+                scores |= {column: difference, f"{column}_ci_low": low, f"{column}_ci_high": high}
         rows.append({"model": model, **scores})
-    table = pd.DataFrame(rows)
-    dummy_mae = table.loc[table["model"] == DUMMY, "mae"]
-    table["delta_mae_vs_dummy"] = table["mae"] - dummy_mae.iloc[0] if len(dummy_mae) else float("nan")
-    return table
+    return pd.DataFrame(rows).reindex(columns=[c for c in METRIC_COLUMNS if c != "set"])

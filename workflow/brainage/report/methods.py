@@ -199,8 +199,19 @@ def validation_text(config: dict, n_held_out: int = 0) -> str:
         f"per-fold and per-model seeds were derived from it and recorded in each model card. "
         f"{bias}{_heldout_text(config, n_held_out)} Metrics on the pooled test predictions: mean absolute error "
         "(MAE, years), root mean squared error, Pearson r, R², MAE divided by the SD of the true ages, the same "
-        "for corrected predictions, and the MAE difference to the dummy model."
+        "for corrected predictions, and the MAE difference to the dummy model and to the connectome ridge."
+        f"{_interval_text(config)}"
     )
+
+
+def _interval_text(config: dict) -> str:
+    """The bootstrap behind the intervals of metrics.tsv, or nothing when there are none."""
+    resamples = config["evaluate"].get("bootstrap_resamples", 0)
+    if not resamples:
+        return ""
+    return (f" 95 % percentile bootstrap intervals ({resamples} resamples of the subjects with replacement, "
+            f"drawn from the workflow seed) accompany MAE, r and R²; the same resamples serve every model, so the "
+            "intervals of the MAE differences are paired.")
 
 
 def models_text(models: dict, cards: list[dict]) -> list[str]:

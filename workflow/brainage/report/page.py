@@ -46,7 +46,10 @@ _PAGE = """<!DOCTYPE html>
 <h2>Metrics</h2>
 {metrics}
 <p>Errors in years; r: Pearson correlation; mae_over_sd: MAE divided by the SD of the true ages;
-delta_mae_vs_dummy: MAE minus the dummy's MAE (negative is better).</p>
+delta_mae_vs_dummy, delta_mae_vs_ridge: MAE minus the dummy's, the connectome ridge's MAE on the same
+subjects (negative is better). In brackets: 95 % bootstrap interval (subjects resampled with
+replacement, the same resamples for every model, so the differences are paired: an interval that
+excludes 0 is a difference at the 5 % level).</p>
 <h2>Excluded subjects ({n_excluded})</h2>
 {exclusions}
 <h2>Quality control</h2>

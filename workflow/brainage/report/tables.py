@@ -10,9 +10,11 @@ from brainage.storage import EXCLUSION_COLUMNS
 
 # Decimals per metrics column: errors in years to 0.01 y, unitless scores to 0.001.
 _METRIC_DIGITS = {
-    "mae": 2, "rmse": 2, "mae_corrected": 2, "delta_mae_vs_dummy": 2,
+    "mae": 2, "rmse": 2, "mae_corrected": 2, "delta_mae_vs_dummy": 2, "delta_mae_vs_ridge": 2,
     "r": 3, "r2": 3, "mae_over_sd": 3, "r_corrected": 3,
 }
+# A column X with X_ci_low and X_ci_high is shown as one cell, "value [low, high]".
+_CI = ("_ci_low", "_ci_high")
 # A QC table longer than this starts collapsed, so the exclusions and methods stay in view.
 QC_OPEN_MAX_ROWS = 25
 NO_EXCLUSION = "No subject was excluded."
@@ -45,7 +47,9 @@ def metrics_table(metrics: pd.DataFrame) -> str:
     ----------
     metrics : DataFrame
         One row per model (model, n, mae, rmse, r, r2, mae_over_sd, mae_corrected, r_corrected,
-        delta_mae_vs_dummy, and any extra columns); errors in years.
+        delta_mae_vs_dummy, and any extra columns); errors in years. A column with
+        ``<column>_ci_low`` and ``<column>_ci_high`` beside it is shown with its interval in
+        brackets, in one cell.
 
     Returns
     -------
@@ -53,8 +57,18 @@ def metrics_table(metrics: pd.DataFrame) -> str:
         An HTML ``<table>``.
     """
     shown = pd.DataFrame(index=metrics.index)
+    intervals = {c for c in metrics.columns if all(f"{c}{end}" in metrics.columns for end in _CI)}
     for column in metrics.columns:
-        if column in _METRIC_DIGITS:
+        if column.endswith(_CI) and column.removesuffix(_CI[0]).removesuffix(_CI[1]) in intervals:
+            continue
+        if column in intervals:
+            digits = _METRIC_DIGITS.get(column, 3)
+            shown[column] = [
+                value if low == "n/a" else f"{value} [{low}, {high}]"
+                for value, low, high in zip(*(
+                    [format_number(v, digits) for v in metrics[f"{column}{end}"]] for end in ("", *_CI)))
+            ]
+        elif column in _METRIC_DIGITS:
             shown[column] = [format_number(v, _METRIC_DIGITS[column]) for v in metrics[column]]
         elif column == "n":
             shown[column] = [format_number(v, 0) for v in metrics[column]]
