@@ -1,6 +1,7 @@
 """The default workflow on the embedded demo cohort: outputs, planted effect recovered, reruns."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -76,6 +77,11 @@ def test_report_shows_metrics_and_methods(demo_run):
         assert model in html
     assert "No subject was excluded." in html
     assert html.count("<img") >= 4
+    # the two demo sites, each with its own accuracy row, and every metric with its interval
+    sites = html[html.index("<h3>Accuracy per site</h3>"):]
+    sites = sites[:sites.index("</table>")]
+    assert sites.count("<tr>") == 2 and "siteA" in sites and "siteB" in sites  # a body row per site
+    assert re.search(r"<td>\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]</td>", html)
 
 
 def test_nothing_to_do_after_a_finished_run(demo_run):

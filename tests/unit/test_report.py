@@ -2,10 +2,12 @@
 
 import base64
 import copy
+import io
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -554,3 +556,26 @@ def test_metrics_cells_carry_their_bootstrap_interval_and_the_methods_say_how():
     assert "95 % percentile bootstrap intervals (2000 resamples of the subjects" in validation_text(config)
     config["evaluate"]["bootstrap_resamples"] = 0
     assert "bootstrap" not in validation_text(config)
+
+
+def test_site_section_gives_each_sites_n_age_range_and_each_models_mae_and_r():
+    from brainage.report.tables import site_section
+
+    ids = [f"sub-{i}" for i in range(6)]
+    cohort = pd.DataFrame({"participant_id": ids, "site": ["B", "B", "B", "A", "A", "A"]})
+    age = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    ridge = [12.0, 18.0, 33.0, 40.0, 50.0, 66.0]  # site B errors 2, 2, 3; site A 0, 0, 6
+    rows = [(pid, "connectome_ridge", "cv", a, p) for pid, a, p in zip(ids, age, ridge)]
+    rows += [(pid, "dummy", "cv", a, 35.0) for pid, a in zip(ids, age)]
+    rows += [("sub-9", "dummy", "test", 70.0, 35.0)]  # held-out rows are not per-site CV accuracy
+    predictions = pd.DataFrame(rows, columns=["participant_id", "model", "set", "age", "predicted_age"])
+    page = site_section(predictions, cohort, ["dummy", "connectome_ridge"])
+    table = pd.read_html(io.StringIO(page))[0]
+    assert table["site"].tolist() == ["A", "B"]
+    assert table["n"].tolist() == [3, 3] and table["age range"].tolist() == ["40.0-60.0", "10.0-30.0"]
+    # A: |e| 0, 0, 6 -> 2.00; r of (40, 50, 60) with (40, 50, 66): 260 / sqrt(200 * 1400 / 3 ... )
+    r_a = np.corrcoef([40, 50, 60], [40, 50, 66])[0, 1]
+    r_b = np.corrcoef([10, 20, 30], [12, 18, 33])[0, 1]
+    assert table["connectome_ridge"].tolist() == [f"2.00 ({r_a:.2f})", f"{7 / 3:.2f} ({r_b:.2f})"]
+    assert table["dummy"].tolist() == ["15.00 (n/a)", "15.00 (n/a)"]
+    assert site_section(predictions, cohort.assign(site="A"), ["dummy"]) == ""

@@ -12,7 +12,7 @@ from brainage.report.figures import model_figures
 from brainage.report.inputs import load_inputs, read_cards
 from brainage.report.methods import heldout_description, methods_paragraphs
 from brainage.report.page import render_page, summary_text
-from brainage.report.tables import exclusions_table, metrics_sections
+from brainage.report.tables import exclusions_table, metrics_sections, site_section
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def build_report(
         date=datetime.date.today().isoformat(),
         summary=summary_text(data.manifest, data.cohort, data.exclusions, data.metrics),
         figures=model_figures(data.predictions, data.cohort, data.metrics),
-        metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'"),
+        metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'")
+        + site_section(data.predictions, data.cohort, list(dict.fromkeys(data.metrics["model"]))),
         exclusions_html=exclusions_table(data.exclusions),
         n_excluded=n_excluded,
         qc_html=qc_section(data.cohort, data.extract_qc, config["extract"]),

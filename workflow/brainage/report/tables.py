@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import pandas as pd
 
+from brainage.evaluate.metrics import pearson_r
 from brainage.storage import EXCLUSION_COLUMNS
 
 # Decimals per metrics column: errors in years to 0.01 y, unitless scores to 0.001.
@@ -115,6 +117,49 @@ def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
     )
     return (f"<h3>Cross-validation</h3>\n{metrics_table(cv)}\n"
             f'<h3 id="held-out-test">{heading}</h3>\n<p>{note}</p>\n{metrics_table(test)}')
+
+
+def site_section(predictions: pd.DataFrame, cohort: pd.DataFrame, models: list[str]) -> str:
+    """Render the cross-validation accuracy per site: n, age range, and each model's MAE (r).
+
+    Site is the largest confound of multi-site data: a model can look accurate overall and fail
+    at the sites whose scanner or age range differs from the others'.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        Evaluated predictions: participant_id, model, set, age, predicted_age (years); only the
+        cross-validation rows (set ``cv``) are used.
+    cohort : DataFrame
+        participant_id, site.
+    models : list of str
+        Column order.
+
+    Returns
+    -------
+    str
+        A heading, a note and an HTML table with one row per site (sorted by name); empty
+        when there is one site only.
+    """
+    cv = predictions[predictions["set"] == "cv"]
+    site = cohort.set_index("participant_id")["site"].astype(str)
+    cv = cv.assign(site=cv["participant_id"].map(site).fillna("n/a"))
+    if cv["site"].nunique() < 2:
+        return ""
+    rows = []
+    for name, group in cv.groupby("site", sort=True):
+        ages = group.drop_duplicates("participant_id")["age"]
+        row = {"site": name, "n": str(len(ages)), "age range": f"{ages.min():.1f}-{ages.max():.1f}"}
+        for model in models:
+            part = group[group["model"] == model]
+            mae = float(np.abs(part["predicted_age"] - part["age"]).mean()) if len(part) else float("nan")
+            r = pearson_r(part["age"].to_numpy(), part["predicted_age"].to_numpy())
+            row[model] = f"{format_number(mae, 2)} ({format_number(r, 2)})"
+        rows.append(row)
+    note = ("Cross-validation (out-of-fold) predictions of each site's subjects: MAE in years, with Pearson r "
+            "of predicted on true age within the site in brackets (n/a for constant predictions or a single "
+            "subject). Within a site, r depends on its age range: a narrow range gives a small r for any model.")
+    return f"<h3>Accuracy per site</h3>\n<p>{html.escape(note)}</p>\n{html_table(pd.DataFrame(rows), 'sites')}"
 
 
 def qc_table(cohort: pd.DataFrame, clean: pd.DataFrame | None = None) -> str:
