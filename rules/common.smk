@@ -102,9 +102,13 @@ def bold_template(wildcards):
     return BOLD
 
 
+# The other files extraction reads beside the BOLD (sidecar, mask, confounds), unexpanded.
+OTHER_INPUTS = [BOLD_JSON, MASK, CONFOUNDS]
+
+
 def input_templates(wildcards):
-    """The patterns of the other files extraction reads (sidecar, mask, confounds), unexpanded."""
-    return [BOLD_JSON, MASK, CONFOUNDS]
+    """The patterns of the other files extraction reads (a function: {subject} stays unexpanded)."""
+    return OTHER_INPUTS
 
 
 def _subjects():
@@ -121,9 +125,7 @@ def _subjects():
     ids = brainage.participants.read_participant_ids(PARTICIPANTS)
     # The participants stage's own rules (files present, the subject's own, no shared BOLD):
     # a subject it excludes is not extracted either.
-    problems = brainage.participants.inputs.input_problems(
-        ids, BOLD, [BOLD_JSON, MASK, CONFOUNDS]
-    )
+    problems = brainage.participants.inputs.input_problems(ids, BOLD, OTHER_INPUTS)
     excluded = {pid.removeprefix("sub-") for pid in config["inputs"]["exclude"]}
     return [s for s in ids if s not in problems and s not in excluded]
 

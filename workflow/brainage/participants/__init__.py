@@ -13,7 +13,7 @@ import pandas as pd
 
 from brainage import storage
 from brainage.errors import ConfigError, InputDataError
-from brainage.participants.inputs import input_problems, subject_path
+from brainage.participants.inputs import input_problems
 from brainage.storage import MANIFEST_COLUMNS, write_tsv
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,6 @@ def age_problem(raw: object, age: float, where: str) -> str | None:
     if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
         return f"age {raw} is outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] years in {where}"
     return None
-
-
-def bold_path(bold_template: str, label: str) -> Path:
-    """Path of one subject's preprocessed BOLD: ``{subject}`` in the template replaced by ``label``."""
-    return subject_path(bold_template, label)
 
 
 def _check_columns(table: pd.DataFrame, path: Path) -> None:
