@@ -48,6 +48,41 @@ MODELS = config["train"]["models"]
 FOLDS = list(range(config["dataset"]["n_folds"]))
 
 
+def _resolve_models():
+    """Each name of train.models -> (registered model, full parameters); variants resolved, and
+    the stack's base models filled in (default: every other model but the dummy) and checked."""
+    resolved = {}
+    for name in MODELS:
+        try:
+            resolved[name] = brainage.models.resolve(
+                name, config["models"], config["variants"]
+            )
+        except ValueError as err:
+            raise WorkflowError(f"train.models: {err}") from None
+    others = [m for m, (base, _) in resolved.items() if base not in ("dummy", "stack")]
+    for name, (base, params) in resolved.items():
+        if base != "stack":
+            continue
+        bases = params.get("models") or others
+        wrong = [m for m in bases if m not in others]
+        if wrong or not bases:
+            raise WorkflowError(
+                f"{name}: models {wrong or bases} must be trained models of train.models other "
+                f"than the dummy and the stack (listed: {others})"
+            )
+        params["models"] = list(bases)
+    return resolved
+
+
+RESOLVED = _resolve_models()
+
+
+def base_model(name):
+    """The registered model behind a name of train.models (itself, or a variant's ``model``)."""
+    return RESOLVED[name][0]
+
+
+
 def _atlases():
     """The atlases by id, in config order (the first feeds the ROI models), each spec completed."""
     specs = [brainage.download.atlas.validate_spec(spec) for spec in config["atlases"]]
@@ -81,7 +116,9 @@ def _datasets():
     series_only = [
         e["name"] for e in entries if brainage.download.indi.is_pcp_series(e)
     ]
-    volume_models = [m for m in MODELS if brainage.models.input_kind(m) == "volumes"]
+    volume_models = [
+        m for m in MODELS if brainage.models.input_kind(base_model(m)) == "volumes"
+    ]
     if series_only and volume_models:
         raise WorkflowError(
             f"train.models lists {volume_models}, which read volumes, but dataset {series_only[0]} "
@@ -253,8 +290,16 @@ def subject_outputs(kind):
 
 
 def model_inputs(wildcards):
-    """The per-subject files a model reads ("series" or "volumes"), as its class declares."""
-    return subject_outputs(brainage.models.input_kind(wildcards.model))(wildcards)
+    """The files a model reads, as its class declares: per-subject series or volumes, or (the
+    stack) its base models' predictions of the same fold, so a changed base model reruns it."""
+    kind = brainage.models.input_kind(base_model(wildcards.model))
+    if kind == "predictions":
+        return expand(
+            "results/models/model-{model}/fold-{fold}/predictions.parquet",
+            model=RESOLVED[wildcards.model][1]["models"],
+            fold=wildcards.fold,
+        )
+    return subject_outputs(kind)(wildcards)
 
 
 def built_atlases(wildcards):
@@ -313,7 +358,8 @@ def final_outputs(wildcards):
     with a failed training job, would otherwise leave an existing report "up to date". Listed
     here, a missing one is rebuilt, and then everything downstream of it.
     """
-    kinds = {"qc"} | {brainage.models.input_kind(m) for m in MODELS}
+    kinds = {"qc"} | {brainage.models.input_kind(base_model(m)) for m in MODELS}
+    kinds.discard("predictions")
     subjects = [f for kind in sorted(kinds) for f in subject_outputs(kind)(wildcards)]
     encoders = []
     if "cnn_rnn" in MODELS and config["models"]["cnn_rnn"]["pretrain"]:
@@ -330,8 +376,12 @@ def final_outputs(wildcards):
 
 
 def model_params(wildcards):
-    """One model's parameters as canonical JSON (only that model reruns when they change)."""
-    return json.dumps(config["models"].get(wildcards.model, {}), sort_keys=True)
+    """One model's parameters as canonical JSON (only that model reruns when they change); a
+    variant's also name its registered ``model``."""
+    base, params = RESOLVED[wildcards.model]
+    if base != wildcards.model:
+        params = {**params, "model": base}
+    return json.dumps(params, sort_keys=True)
 
 
 def pretrain_params(wildcards):
@@ -357,7 +407,7 @@ def init_encoder_arg(wildcards, input):
 def train_launcher(wildcards):
     """How a training job starts Python: torchrun with ``train.processes`` processes for torch models."""
     processes = config["train"]["processes"]
-    if processes > 1 and brainage.models.is_torch(wildcards.model):
+    if processes > 1 and brainage.models.is_torch(base_model(wildcards.model)):
         return f"torchrun --standalone --nnodes 1 --nproc-per-node {processes}"
     return "python"
 
@@ -372,7 +422,7 @@ def train_gpus(wildcards):
     ``gpu_model``.
     """
     per_process = config["train"]["gpus_per_process"]
-    model = wildcards.model if "model" in wildcards.keys() else "cnn_rnn"
+    model = base_model(wildcards.model) if "model" in wildcards.keys() else "cnn_rnn"
     if per_process == 0 or not brainage.models.is_torch(model):
         return None
     processes = config["train"]["processes"] if "model" in wildcards.keys() else 1

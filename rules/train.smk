@@ -2,7 +2,8 @@
 
 
 rule train_model:
-    """Fit one model on the training folds; predict the test fold and the inner (out-of-sample) split."""
+    """Fit one model on the training folds (inner K-fold cross-fit, then a refit on all of them);
+    predict the test fold, and every training subject out of sample (the inner predictions)."""
     input:
         cohort=rules.dataset_build.output.cohort,
         splits=rules.dataset_build.output.splits,
@@ -26,8 +27,11 @@ rule train_model:
         out_dir=train_dir,
         init_encoder=init_encoder_arg,
         launcher=train_launcher,
+        inner_folds=config["train"]["inner_folds"],
+        group_by_site="--group-by-site" if config["dataset"]["group_by_site"] else "",
     shell:
         "{params.launcher} -m brainage.train model --model {wildcards.model} --fold {wildcards.fold}"
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"
         " --params {params.cfg:q} --seed {params.seed} --threads {threads}"
+        " --inner-folds {params.inner_folds} {params.group_by_site}"
         " --out-dir {params.out_dir:q} {params.init_encoder} > {log:q} 2>&1"

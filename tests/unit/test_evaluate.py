@@ -12,6 +12,7 @@ from brainage.errors import ConfigError, InputDataError
 from brainage.evaluate import evaluate
 from brainage.evaluate.__main__ import main
 from brainage.evaluate.bias import fit_bias
+from brainage.evaluate.metrics import model_metrics
 
 AGES = [10.0, 20.0, 30.0, 40.0]
 IDS = ["sub-01", "sub-02", "sub-03", "sub-04"]
@@ -296,3 +297,17 @@ def test_heldout_subject_twice_in_a_fold_in_cv_or_with_two_ages(tmp_path):
     other = _write(tmp_path / "o.parquet", "o", [r for r in rows if r[0] != "sub-70"])
     with pytest.raises(ValueError, match=r"model 'o': no held-out prediction for sub-70 \(fold 0\), sub-70 \(fold 1\)"):
         _run(tmp_path, [_with_heldout(tmp_path, "m.parquet", "m"), other])
+
+
+def test_delta_age_correlation_before_and_after_correction_has_known_values():
+    age = np.linspace(10, 50, 41)
+    # Regression to the mean: delta = 15 - 0.5 age falls with age exactly (r = -1); an
+    # over-correction leaves delta = 0.1 (age - 30), rising exactly (r = +1).
+    scores = model_metrics(age, 0.5 * age + 15, age + 0.1 * (age - 30))
+    assert scores["delta_age_r"] == pytest.approx(-1.0) and scores["delta_age_r_corrected"] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    noisy = age + rng.normal(0, 3, len(age))
+    expected = np.corrcoef(age, noisy - age)[0, 1]
+    assert model_metrics(age, noisy, noisy)["delta_age_r"] == pytest.approx(expected)
+    # A perfect correction leaves a constant delta: no correlation can be computed.
+    assert np.isnan(model_metrics(age, 0.5 * age + 15, age)["delta_age_r_corrected"])

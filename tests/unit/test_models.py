@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def _data(kind: str, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     ages = ages_for(n, rng)
+    if kind == "predictions":  # two base models' predicted ages: noisy, and biased to the mean
+        return list(np.column_stack([ages + rng.normal(0, 3, n), 0.5 * ages + 20 + rng.normal(0, 3, n)])), ages
     X = planted_series(ages, rng, n_timepoints=30, offset=2.0) if kind == "series" else planted_volumes(ages, rng)
     return X, ages
 
@@ -35,11 +38,11 @@ def _n_params(net: torch.nn.Module) -> int:
 
 
 def test_list_models_names_every_registered_model():
-    assert list_models() == ["cnn_rnn", "connectome_ridge", "dummy", "roi_gru"]
+    assert list_models() == ["cnn_rnn", "connectome_ridge", "dummy", "roi_gru", "stack"]
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru, stack"):
         get_model("nope", {}, 0)
 
 
@@ -129,8 +132,9 @@ def test_every_model_rejects_bad_inputs(name):
         model.fit(X, ages[:5])
     with pytest.raises(ValueError, match=f"{name}: no subjects given"):
         model.fit([], [])
-    with pytest.raises(ValueError, match=f"{name}: subject 1 has an array of shape \\(3,\\); expected"):
-        model.fit([X[0], np.zeros(3)], ages[:2])
+    wrong = np.zeros((3, 3)) if model.input_kind == "predictions" else np.zeros(3)
+    with pytest.raises(ValueError, match=re.escape(f"{name}: subject 1 has an array of shape {wrong.shape}; expected")):
+        model.fit([X[0], wrong], ages[:2])
     with pytest.raises(ValueError, match=f"{name}: ages must be finite"):
         model.fit(X[:2], [np.nan, 3.0])
 
@@ -463,7 +467,7 @@ def test_registry_input_kinds_match_the_classes_and_import_no_framework():
     for name in list_models():
         assert input_kind(name) == model_class(name).input_kind
         assert is_torch(name) == issubclass(model_class(name), TorchAgeModel)
-    with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru"):
+    with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru, stack"):
         input_kind("svm")
     # Building the DAG reads input kinds only: importing the registry must not import torch or sklearn.
     code = "import sys, brainage.models as m; m.input_kind('cnn_rnn'); print('torch' in sys.modules, 'sklearn' in sys.modules)"

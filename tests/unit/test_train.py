@@ -298,7 +298,7 @@ def test_inner_split_takes_one_subject_per_age_block():
 def test_read_design_errors(tmp_path):
     study = write_study(tmp_path, n=6, n_folds=3)
     design = read_design(study["cohort"], study["splits"], 1)
-    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "fold", "set", "test", "train"]
+    assert design["test"].sum() == 2 and list(design.columns) == ["participant_id", "age", "site", "fold", "set", "test", "train"]
     assert (design["set"] == "cv").all()  # a splits table without a set column: everyone in cross-validation
     with pytest.raises(InputDataError, match=r"fold 5 has 0 test and 6 training.*folds present: \[0, 1, 2\]"):
         read_design(study["cohort"], study["splits"], 5)
@@ -361,7 +361,7 @@ def test_cli_roi_gru_checkpoint_reloads_with_weights_only_and_is_reproducible(tm
     assert _cli(study, tmp_path / "a", model="roi_gru") == 0
     pred = storage.read_table(tmp_path / "a" / "predictions.parquet")
     card = storage.read_json(tmp_path / "a" / "card.json")
-    assert (card["n_train"], card["n_inner"], card["n_test"]) == (10, 2, 5)
+    assert (card["n_train"], card["n_inner"], card["n_test"]) == (10, 10, 5)  # every training subject cross-fitted
     assert card["epochs_run"] == 3 and 1 <= card["best_epoch"] <= 3 and card["params"]["window"] == 8
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert state["model"] == "roi_gru" and state["config"] == TINY_PARAMS["roi_gru"] and "state_dict" in state
@@ -408,7 +408,7 @@ def test_cli_cnn_rnn_on_volumes(tmp_path):
     study = write_study(tmp_path, n=10, n_folds=2, kind="volumes")
     assert _cli(study, tmp_path / "out", model="cnn_rnn", fold=0) == 0
     pred = storage.read_table(tmp_path / "out" / "predictions.parquet")
-    assert (pred["split"] == "test").sum() == 5 and (pred["split"] == "inner").sum() == 1
+    assert (pred["split"] == "test").sum() == 5 and (pred["split"] == "inner").sum() == 5
     card = storage.read_json(tmp_path / "out" / "card.json")
     assert card["input_kind"] == "volumes" and card["params"]["channels"] == [2, 4]
     model = load_checkpoint(tmp_path / "out" / "checkpoint.pt")

@@ -80,8 +80,9 @@ def test_train_cli_under_torchrun_writes_one_set_of_outputs(tmp_path):
     ddp = card["distributed"]
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
     assert ddp["ranks"][0]["weights_checksum"] == ddp["ranks"][1]["weights_checksum"]
-    # 7 training subjects: 6 to train (one inner), batches of 4 and 2 shared by the 2 processes.
-    assert card["n_train"] == 7 and card["n_inner"] == 1
+    # 7 training subjects, each cross-fitted; the final fit trains on 6 (one early-stopping
+    # subject): batches of 4 and 2 shared by the 2 processes.
+    assert card["n_train"] == 7 and card["n_inner"] == 7
     assert [r["windows"] for r in ddp["ranks"]] == [card["epochs_run"] * 3] * 2
     pred = storage.read_table(out / "predictions.parquet")
     assert (pred["split"] == "test").sum() == 7 and np.isfinite(pred["predicted_age"]).all()

@@ -17,7 +17,7 @@ TINY_CNN_RNN = dict(channels=[2, 4], hidden=6, rnn="gru", window=4, epochs=2, ba
                     weight_decay=0.0001, dropout=0.1, patience=8, augment=True,
                     bf16=True, compile=False)
 TINY_PARAMS = {"dummy": {}, "connectome_ridge": {"kind": "correlation", "alphas": [1.0, 10.0, 100.0]},
-               "roi_gru": TINY_ROI_GRU, "cnn_rnn": TINY_CNN_RNN}
+               "roi_gru": TINY_ROI_GRU, "cnn_rnn": TINY_CNN_RNN, "stack": {"models": ["ridge", "gru"]}}
 GRID = (6, 7, 6)
 # 4 mm voxels, world x = 0 half-way between voxels 2 and 3 (the grid's centre, as in MNI space):
 # left-right flips mirror the grid.

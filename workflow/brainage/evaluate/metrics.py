@@ -12,7 +12,7 @@ from brainage.splits import SETS
 
 METRIC_COLUMNS = (
     "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd",
-    "mae_corrected", "r_corrected", "delta_mae_vs_dummy",
+    "mae_corrected", "r_corrected", "delta_age_r", "delta_age_r_corrected", "delta_mae_vs_dummy",
     # 95 % bootstrap intervals (subjects resampled; the same resamples for every model of a set)
     "mae_ci_low", "mae_ci_high", "r_ci_low", "r_ci_high", "r2_ci_low", "r2_ci_high",
     "delta_mae_vs_dummy_ci_low", "delta_mae_vs_dummy_ci_high",
@@ -52,7 +52,11 @@ def model_metrics(age: np.ndarray, predicted: np.ndarray, corrected: np.ndarray)
         (coefficient of determination, 1 - SS_res / SS_tot); ``mae_over_sd``: MAE divided by
         the sample SD (ddof=1) of the true ages, so cohorts with different age ranges compare
         (a model no better than the mean scores about 0.8 on a normal age distribution);
-        ``mae_corrected``, ``r_corrected`` for the corrected predictions.
+        ``mae_corrected``, ``r_corrected`` for the corrected predictions; ``delta_age_r``,
+        ``delta_age_r_corrected``: Pearson r of the brain-age delta (predicted minus true age)
+        with age, raw and corrected. A correction fitted well leaves the corrected delta
+        uncorrelated with age (r near 0); the raw delta of a model that regresses to the mean
+        correlates negatively (Le et al. 2018, Front Psychiatry 9:35).
     """
     age, predicted, corrected = (np.asarray(a, dtype=float) for a in (age, predicted, corrected))
     sd = float(np.std(age, ddof=1)) if len(age) > 1 else float("nan")
@@ -66,6 +70,8 @@ def model_metrics(age: np.ndarray, predicted: np.ndarray, corrected: np.ndarray)
         "mae_over_sd": mae / sd if sd > 0 else float("nan"),
         "mae_corrected": float(mean_absolute_error(age, corrected)),
         "r_corrected": pearson_r(age, corrected),
+        "delta_age_r": pearson_r(age, predicted - age),
+        "delta_age_r_corrected": pearson_r(age, corrected - age),
     }
 
 

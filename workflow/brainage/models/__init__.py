@@ -20,7 +20,49 @@ _REGISTRY = {
     "connectome_ridge": ("brainage.models.baselines", "ConnectomeRidge", "series", False),
     "roi_gru": ("brainage.models.roi_gru", "RoiGru", "series", True),
     "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes", True),
+    # Reads the base models' cross-fitted predictions of the same outer fold (their outputs).
+    "stack": ("brainage.models.stack", "Stack", "predictions", False),
 }
+
+
+def resolve(name: str, models: dict, variants: dict) -> tuple[str, dict]:
+    """The registered model behind a name of ``train.models`` and its full parameters.
+
+    A registered name takes ``models.<name>``. A variant (``variants.<name>``: a registered
+    ``model`` under a name of one's own) takes ``models.<model>`` with the variant's keys laid
+    over it, so a variant states only what differs (e.g. ``{model: connectome_ridge, kind:
+    tangent}``).
+
+    Parameters
+    ----------
+    name : str
+        A name listed in ``train.models``.
+    models, variants : dict
+        The ``models`` and ``variants`` config sections.
+
+    Returns
+    -------
+    (str, dict)
+        The registered model name and the parameters (without the variant's ``model`` key).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is neither registered nor a variant; a variant names an unregistered model;
+        a variant shadows a registered name.
+    """
+    if name in variants:
+        if name in _REGISTRY:
+            raise ValueError(f"variants.{name}: {name!r} is a registered model; give the variant another name")
+        spec = dict(variants[name])
+        base = spec.pop("model", None)
+        if base not in _REGISTRY:
+            raise ValueError(
+                f"variants.{name}: model {base!r} is not a registered model; valid models: {', '.join(list_models())}"
+            )
+        return base, {**models.get(base, {}), **spec}
+    _entry(name)
+    return name, dict(models.get(name, {}))
 
 
 def list_models() -> list[str]:
@@ -41,7 +83,10 @@ def model_class(name: str) -> type:
 
 
 def input_kind(name: str) -> str:
-    """What the model registered under ``name`` reads: ``"series"`` or ``"volumes"`` (imports nothing).
+    """What the model registered under ``name`` reads (imports nothing).
+
+    ``"series"`` (ROI series), ``"volumes"`` (downsampled 4D volumes) or ``"predictions"`` (the
+    base models' predictions of the same outer fold: the stack).
 
     Raises
     ------
@@ -110,7 +155,8 @@ def get_model(name: str, params: dict, seed: int):
     name : str
         A name from :func:`list_models`.
     params : dict
-        The model's parameters, exactly the keys of ``models.<name>`` in the config.
+        The model's parameters, exactly the keys of ``models.<name>`` in the config; for a
+        variant, :func:`resolve`'s parameters plus ``model``: the registered model to build.
     seed : int
         Seed for everything random inside the model (weight init, windows, inner CV).
 
@@ -119,9 +165,12 @@ def get_model(name: str, params: dict, seed: int):
     model
         Has ``input_kind``, ``fit(X, y, X_valid=None, y_valid=None)`` and ``predict(X)``.
     """
-    config = make_config(name, params)
-    logger.debug("building %s with %s (seed %d)", name, config, seed)
-    return model_class(name)(config=config, seed=int(seed))
+    base = params.get("model", name)  # a variant (resolve) names its registered model
+    config = make_config(base, {k: v for k, v in params.items() if k != "model"})
+    logger.debug("building %s (%s) with %s (seed %d)", name, base, config, seed)
+    return model_class(base)(config=config, seed=int(seed))
 
 
-__all__ = ["TorchAgeModel", "get_model", "input_kind", "is_torch", "list_models", "make_config", "model_class"]
+__all__ = [
+    "TorchAgeModel", "get_model", "input_kind", "is_torch", "list_models", "make_config", "model_class", "resolve",
+]

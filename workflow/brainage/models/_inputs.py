@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 # Dimensions of one subject's array for each input kind:
-# series (n_timepoints, n_regions); volumes (n_timepoints, x, y, z).
-INPUT_NDIM = {"series": 2, "volumes": 4}
+# series (n_timepoints, n_regions); volumes (n_timepoints, x, y, z); predictions (n_base_models,).
+INPUT_NDIM = {"series": 2, "volumes": 4, "predictions": 1}
 
 
 def check_arrays(X, input_kind: str, model: str) -> list[np.ndarray]:

@@ -47,6 +47,8 @@ def _train(args: argparse.Namespace) -> None:
         threads=args.threads,
         out_dir=args.out_dir,
         init_encoder=args.init_encoder,
+        n_inner=args.inner_folds,
+        group_by_site=args.group_by_site,
     )
 
 
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, type=json_object, help="the model's config sub-tree as JSON")
     p.add_argument("--seed", required=True, type=int, help="the config seed")
     p.add_argument("--threads", required=True, type=positive_int, help="CPU threads for torch and BLAS")
+    p.add_argument("--inner-folds", type=positive_int, default=5,
+                   help="inner K-fold of the training subjects: cross-fitted predictions for the bias line and the stack")
+    p.add_argument("--group-by-site", action="store_true", help="inner folds grouped by site (as the outer folds)")
     p.add_argument("--out-dir", required=True, help="folder for predictions.parquet, card.json, checkpoint.pt")
     p.add_argument("--init-encoder", type=existing_file, default=None,
                    help="pretrained frame encoder (brainage.pretrain encoder) for cnn_rnn with pretrain: true")

@@ -18,28 +18,29 @@ import pandas as pd
 import sklearn
 import torch
 import torch.distributed as dist
-from sklearn.model_selection import KFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
 from brainage import storage
 from brainage._codehash import code_hash
 from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
-from brainage.splits import HELD_OUT_FOLD, SETS
+from brainage.splits import HELD_OUT_FOLD, SETS, make_folds
 from brainage.train.checkpoint import save_checkpoint
+from brainage.train.stacking import load_base_predictions
 from brainage.torchloop.data import load_inputs
 from brainage.torchloop.loop import describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 
-# Share of the training subjects held out as the torch models' inner validation split
-# (early stopping, and the "inner" predictions used for the age-bias correction).
-INNER_FRACTION = 0.2
-# Folds of the inner cross-validation of the scikit-learn models ("inner" predictions).
-INNER_FOLDS = 5
+# Share of the training subjects a torch fit holds out for early stopping (each inner fit and
+# the final fit draw their own, from the subjects that fit may see).
+EARLY_STOPPING_FRACTION = 0.2
 # The torch models' per-epoch training state in the fold's folder: a killed job resumes from
 # it; deleted once the fold's outputs are written.
 RESUME_NAME = "resume.pt"
+# A torch model's finished inner fits (their cross-fitted predictions), kept so that a killed
+# job does not redo them; deleted with the per-epoch state.
+INNER_DONE = "inner-{k}.json"
 # What a training job runs (``python -m brainage.train``): the hash of every package file it
 # imports is the code version in the per-epoch fingerprint and the model card (the same hash as
 # the rule's ``params.code``).
@@ -53,15 +54,18 @@ def derive_seeds(seed: int, fold: int, model: str) -> dict:
     -------
     dict
         ``config_seed``, ``entropy`` (the SeedSequence input), ``model`` (weights, windows,
-        global numpy/torch state) and ``split`` (inner split / inner CV), all plain ints.
+        global numpy/torch state), ``split`` (the torch models' early-stopping splits) and
+        ``inner`` (the inner folds: derived from the seed and fold only, so every model of a
+        fold has the same inner folds, which the stack relies on), all plain ints.
     """
     entropy = [int(seed), int(fold), zlib.crc32(model.encode())]
     model_seed, split_seed = (int(s) for s in np.random.SeedSequence(entropy).generate_state(2))
-    return {"config_seed": int(seed), "entropy": entropy, "model": model_seed, "split": split_seed}
+    inner_seed = int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
+    return {"config_seed": int(seed), "entropy": entropy, "model": model_seed, "split": split_seed, "inner": inner_seed}
 
 
 def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int) -> pd.DataFrame:
-    """Join the cohort with the folds table: participant_id, age, fold, set, test, train (bool).
+    """Join the cohort with the folds table: participant_id, age, site, fold, set, test, train (bool).
 
     ``test`` marks the cross-validation subjects of fold ``fold``; ``train`` the others (what
     the fold's models and its encoder pretraining may see); held-out subjects (``set``
@@ -80,7 +84,11 @@ def read_design(cohort: str | os.PathLike, splits: str | os.PathLike, fold: int)
     for path, table, needed in ((cohort, people, {"participant_id", "age"}), (splits, folds, {"participant_id", "fold"})):
         if not needed <= set(table.columns):
             raise InputDataError(f"{path}: needs columns {sorted(needed)}, found {list(table.columns)}")
-    people = people[["participant_id", "age"]].astype({"participant_id": str})
+    if "site" not in people.columns:
+        people["site"] = "n/a"
+    # A missing site is its own "n/a" site (as in the folds table).
+    people = people[["participant_id", "age", "site"]].astype({"participant_id": str})
+    people["site"] = people["site"].fillna("n/a").astype(str)
     if not np.all(np.isfinite(people["age"].to_numpy(dtype=float))):
         raise InputDataError(f"{cohort}: every cohort subject needs a finite age")
     if "set" not in folds.columns:
@@ -139,22 +147,111 @@ def inner_split(ages: np.ndarray, fraction: float, rng: np.random.Generator) -> 
     return valid
 
 
-def _fit_torch(estimator: TorchAgeModel, X: list, y: np.ndarray, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    # Inner predictions: the validation subjects, predicted by the restored best weights. They
-    # chose the stopping epoch, so they are mildly optimistic; the subjects never trained on.
-    valid = inner_split(y, INNER_FRACTION, np.random.default_rng(split_seed))
-    train_idx, valid_idx = np.flatnonzero(~valid), np.flatnonzero(valid)
-    estimator.fit([X[i] for i in train_idx], y[train_idx], [X[i] for i in valid_idx], y[valid_idx])
-    return valid_idx, estimator.predict([X[i] for i in valid_idx])
+def inner_folds(ages: np.ndarray, sites: np.ndarray, n_folds: int, group_by_site: bool, seed: int) -> np.ndarray:
+    """The inner folds of an outer fold's training subjects, built like the outer folds.
+
+    Age-stratified, or grouped by site when the outer folds are (``dataset.group_by_site``), so
+    the inner predictions meet unseen sites as the outer test fold does (:func:`make_folds`).
+    Every model of an outer fold gets the same inner folds (same ``seed``).
+
+    Returns
+    -------
+    ndarray of int, shape (n_subjects,)
+        Inner fold per training subject, ``0 .. min(n_folds, n_subjects) - 1``.
+    """
+    n_folds = min(int(n_folds), len(ages))
+    if group_by_site and len(set(sites)) < n_folds:
+        raise ConfigError(
+            f"train.inner_folds={n_folds}: inner folds grouped by site need at least {n_folds} sites "
+            f"among an outer fold's training subjects, found {len(set(sites))}; lower train.inner_folds"
+        )
+    return make_folds(ages, sites, n_folds, group_by_site, seed)
 
 
-def _fit_sklearn(estimator, X: list, y: np.ndarray, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    # Inner predictions: K-fold out-of-sample predictions of every training subject; then the
-    # model is refitted on all training subjects for the outer test fold.
-    cv = KFold(n_splits=min(INNER_FOLDS, len(y)), shuffle=True, random_state=split_seed)
-    inner = cross_val_predict(estimator, X, y, cv=cv)
-    estimator.fit(X, y)
-    return np.arange(len(y)), np.asarray(inner, dtype=np.float64)
+def fit_once(estimator, X: list, y: np.ndarray, sites: np.ndarray, split_seed) -> None:
+    """Fit ``estimator`` on these subjects only: a torch model early-stops on its own share of them."""
+    if isinstance(estimator, TorchAgeModel):
+        valid = inner_split(y, EARLY_STOPPING_FRACTION, np.random.default_rng(split_seed))
+        keep, stop = np.flatnonzero(~valid), np.flatnonzero(valid)
+        estimator.fit([X[i] for i in keep], y[keep], [X[i] for i in stop], y[stop])
+    elif getattr(estimator, "uses_sites", False):
+        estimator.fit(X, y, sites=sites)
+    else:
+        estimator.fit(X, y)
+
+
+def predict(estimator, X: list, sites: np.ndarray) -> np.ndarray:
+    """Predicted ages (years) of ``X``; the site-aware models also get the subjects' sites."""
+    if not len(X):
+        return np.empty(0)
+    if getattr(estimator, "uses_sites", False):
+        return np.asarray(estimator.predict(X, sites=sites), dtype=np.float64)
+    return np.asarray(estimator.predict(X), dtype=np.float64)
+
+
+def cross_fit(build, X: list, y: np.ndarray, sites: np.ndarray, folds: np.ndarray, split_seed: int, store=None) -> np.ndarray:
+    """Cross-fitted predictions: each subject predicted by a model fitted on the other inner folds.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(k)`` returns a fresh, unfitted model for inner fit ``k``.
+    X, y, sites :
+        The outer fold's training subjects.
+    folds : ndarray of int
+        :func:`inner_folds`.
+    split_seed : int
+        Seeds each fit's early-stopping split (torch models), with ``k``.
+    store : _InnerStore, optional
+        Keeps finished inner fits of a torch model so that a resumed job skips them.
+
+    Returns
+    -------
+    ndarray, shape (n_subjects,), float64
+    """
+    predicted = np.full(len(y), np.nan)
+    for k in np.unique(folds):
+        out = folds == k
+        saved = store.load(k) if store is not None else None
+        if saved is None:
+            model = build(int(k))
+            fit_once(model, [X[i] for i in np.flatnonzero(~out)], y[~out], sites[~out], [split_seed, int(k)])
+            saved = predict(model, [X[i] for i in np.flatnonzero(out)], sites[out])
+            if store is not None:
+                store.save(k, saved)
+        predicted[out] = saved
+        logger.info("inner fit %d of %d: %d subjects predicted", k + 1, len(np.unique(folds)), int(out.sum()))
+    return predicted
+
+
+class _InnerStore:
+    # A torch model's finished inner fits in the fold's folder, valid for the same run only.
+
+    def __init__(self, out_dir: Path, fingerprint: dict, write: bool):
+        self.out_dir, self.fingerprint, self.write = out_dir, fingerprint, write
+
+    def path(self, k) -> Path:
+        return self.out_dir / INNER_DONE.format(k=int(k))
+
+    def load(self, k) -> np.ndarray | None:
+        path = self.path(k)
+        if not path.exists():
+            return None
+        saved = storage.read_json(path)
+        if saved.get("fingerprint") != json.loads(json.dumps(self.fingerprint)):
+            logger.warning("%s: inner fit of another run (fingerprint differs); fitting it again", path)
+            return None
+        logger.info("inner fit %d: reusing %s", int(k) + 1, path)
+        return np.asarray(saved["predicted_age"], dtype=np.float64)
+
+    def save(self, k, predicted: np.ndarray) -> None:
+        if self.write:
+            storage.write_json(self.path(k), {"fingerprint": self.fingerprint, "predicted_age": predicted.tolist()})
+
+    def clear(self, n_folds: int) -> None:
+        for k in range(n_folds):
+            self.path(k).unlink(missing_ok=True)
+            (self.out_dir / f"resume-inner{k}.pt").unlink(missing_ok=True)
 
 
 def train_model(
@@ -168,6 +265,8 @@ def train_model(
     threads: int,
     out_dir: str | os.PathLike,
     init_encoder: str | os.PathLike | None = None,
+    n_inner: int = 5,
+    group_by_site: bool = False,
 ) -> dict:
     """Train ``model`` on the training folds of outer fold ``fold``; write its artifacts.
 
@@ -183,7 +282,8 @@ def train_model(
         ``splits.tsv``: participant_id, fold, set ("cv", or "test" for held-out subjects:
         never trained on, predicted by every fold's model).
     inputs : sequence of path
-        Series or volume files of any subjects (matched on their participant_id metadata).
+        Series or volume files of any subjects (matched on their participant_id metadata); for
+        the stack, the base models' predictions.parquet of this fold.
     params : dict
         ``models.<model>`` of the config.
     seed : int
@@ -199,6 +299,13 @@ def train_model(
         cnn_rnn starts from; required exactly when ``params["pretrain"]`` is true. It must have
         been pretrained on this fold's training subjects only; its file and sha256 go into the
         card (``init_encoder``) and the predictions' provenance.
+    n_inner : int
+        ``train.inner_folds``: the inner K-fold of the training subjects. Each training subject
+        gets a cross-fitted ("inner") prediction from a model fitted on the other inner folds
+        (torch models early-stop on a share of those); the age-bias line and the stack are
+        fitted on them. Then the model is refitted on all training subjects for the test fold.
+    group_by_site : bool
+        ``dataset.group_by_site``: inner folds grouped by site, as the outer folds are.
 
     Returns
     -------
@@ -208,33 +315,52 @@ def train_model(
     seeds = derive_seeds(seed, fold, model)
     estimator = get_model(model, params, seeds["model"])
     design = read_design(cohort, splits, fold)
-    X, sources = load_inputs(inputs, design["participant_id"].tolist(), estimator.input_kind)
+    if estimator.input_kind == "predictions":
+        X, sources = load_base_predictions(inputs, design, fold, estimator.config.models)
+    else:
+        X, sources = load_inputs(inputs, design["participant_id"].tolist(), estimator.input_kind)
     set_determinism(seeds["model"], threads)
     # Held-out subjects are outside train and inner: model selection never sees them.
     train = np.flatnonzero(design["train"].to_numpy())
     test = np.flatnonzero(design["test"].to_numpy())
     heldout = np.flatnonzero((design["set"] != "cv").to_numpy())
     ages = design["age"].to_numpy(dtype=np.float64)
+    sites = design["site"].to_numpy(dtype=object)
     out_dir = Path(out_dir)
     is_torch = isinstance(estimator, TorchAgeModel)
-    if is_torch:
-        _prepare_torch(estimator, threads, out_dir / RESUME_NAME, model, fold, params, seeds, design, train)
-    encoder = _init_encoder(estimator, model, init_encoder, fold, design["participant_id"].to_numpy()[train])
+    folds = inner_folds(ages[train], sites[train], n_inner, group_by_site, seeds["inner"])
+    fingerprint = _fingerprint(model, fold, params, seeds, design, train, n_inner) if is_torch else None
+    encoder = _encoder_source(estimator, model, init_encoder, fold, design["participant_id"].to_numpy()[train])
     if encoder is not None:
-        estimator.fingerprint["init_encoder"] = encoder["sha256"]  # resume only from the same start
-    fit = _fit_torch if is_torch else _fit_sklearn
+        fingerprint["init_encoder"] = encoder["sha256"]  # resume only from the same start
+
+    def build(k: int | None):
+        # A fresh model for inner fit k (None: the final fit on all training subjects).
+        fresh = get_model(model, params, seeds["model"])
+        if is_torch:
+            _prepare_torch(fresh, threads, out_dir, fingerprint, k)
+        if encoder is not None:
+            fresh.init_encoder = encoder["file"]
+        return fresh
+
+    store = _InnerStore(out_dir, fingerprint, write=_rank() == 0) if is_torch else None
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
-        inner_local, inner_pred = fit(estimator, [X[i] for i in train], ages[train], seeds["split"])
-        test_pred = estimator.predict([X[i] for i in test])
-        heldout_pred = estimator.predict([X[i] for i in heldout]) if len(heldout) else np.empty(0)
+        train_X = [X[i] for i in train]
+        inner_pred = cross_fit(build, train_X, ages[train], sites[train], folds, seeds["split"], store)
+        estimator = build(None)
+        fit_once(estimator, train_X, ages[train], sites[train], [seeds["split"]])
+        test_pred = predict(estimator, [X[i] for i in test], sites[test])
+        predict_info = dict(getattr(estimator, "predict_info_", {}))
+        heldout_pred = predict(estimator, [X[i] for i in heldout], sites[heldout])
     seconds = time.perf_counter() - start
-    inner = train[inner_local]
     predictions = _predictions_table(
         design, model, fold, np.concatenate([test, heldout]), np.concatenate([test_pred, heldout_pred]),
-        inner, inner_pred,
+        train, inner_pred,
     )
     card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
+    card["inner_folds"] = {"n_folds": int(len(np.unique(folds))), "grouped_by_site": bool(group_by_site)}
+    card["predict_info"] = predict_info
     card["init_encoder"] = encoder
     card["distributed"], rank = _distributed(estimator) if is_torch else (None, 0)
     if rank != 0:
@@ -244,13 +370,15 @@ def train_model(
     if is_torch:
         save_checkpoint(out_dir / "checkpoint.pt", estimator, card)
     storage.write_json(out_dir / "card.json", card)
-    # The finished model is saved: the per-epoch state has served its purpose.
+    # The finished model is saved: the per-epoch state and the inner fits have served their purpose.
     (out_dir / RESUME_NAME).unlink(missing_ok=True)
+    if store is not None:
+        store.clear(len(np.unique(folds)))
     logger.info("%s fold %d: inner MAE %.2f y, %.1f s", model, fold, card["inner_mae"], seconds)
     return card
 
 
-def _init_encoder(estimator, model, path, fold, train_ids) -> dict | None:
+def _encoder_source(estimator, model, path, fold, train_ids) -> dict | None:
     # The pretrained frame encoder to start from: given exactly when the model's ``pretrain``
     # is true, and pretrained on none but this fold's training subjects (no test leakage).
     wanted = bool(getattr(estimator.config, "pretrain", False))
@@ -270,7 +398,6 @@ def _init_encoder(estimator, model, path, fold, train_ids) -> dict | None:
         raise InputDataError(
             f"{path}: encoder pretrained on subject(s) outside fold {fold}'s training set: {', '.join(outside[:10])}"
         )
-    estimator.init_encoder = os.fspath(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return {"file": os.fspath(path), "sha256": digest, "fold": card.get("fold")}
 
@@ -291,18 +418,26 @@ def _distributed(estimator) -> tuple[dict | None, int]:
     return {"world_size": dist.get_world_size(), "backend": dist.get_backend(), "ranks": ranks}, dist.get_rank()
 
 
-def _prepare_torch(estimator, threads, resume, model, fold, params, seeds, design, train) -> None:
-    # Loader workers only pay on a GPU, where the CPU is otherwise idle; on the CPU the
-    # threads go to the arithmetic. Workers never change the result (the windows are drawn
-    # in the main process).
-    estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
-    estimator.resume = resume
-    # A resumed run must be the same run: same model, parameters, seeds, subjects and code.
-    estimator.fingerprint = {
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _fingerprint(model, fold, params, seeds, design, train, n_inner) -> dict:
+    # A resumed run must be the same run: same model, parameters, seeds, subjects, inner folds and code.
+    return {
         "model": model, "fold": int(fold), "params": json.loads(json.dumps(params)), "seeds": seeds,
         "train": design["participant_id"].to_numpy()[train].astype(str).tolist(),
-        "code": code_hash(CODE_ENTRY),
+        "inner_folds": int(n_inner), "code": code_hash(CODE_ENTRY),
     }
+
+
+def _prepare_torch(estimator, threads, out_dir: Path, fingerprint: dict, k: int | None) -> None:
+    # Loader workers only pay on a GPU, where the CPU is otherwise idle; on the CPU the
+    # threads go to the arithmetic. Workers never change the result (the windows are drawn
+    # in the main process). Each fit (inner fit k, or the final fit) has its own per-epoch state.
+    estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
+    estimator.resume = out_dir / (RESUME_NAME if k is None else f"resume-inner{k}.pt")
+    estimator.fingerprint = {**fingerprint, "fit": "final" if k is None else f"inner {k}"}
 
 
 def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) -> pd.DataFrame:
