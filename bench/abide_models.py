@@ -1,0 +1,203 @@
+"""ABIDE I cc200 (831 real subjects): every model of config/abide_pcp_cc200.yaml through brainage's own stages.
+
+Usage:
+    python bench/abide_models.py --cv 5fold [--work DIR] [--jobs 2] [--models ...] [--record]
+    python bench/abide_models.py --cv loso  ...   (leave-one-site-out: + config/abide_pcp_cc200_site_cv.yaml)
+
+The Snakemake run (``snakemake --configfile config/abide_pcp_cc200.yaml``) fetches the series from
+the INDI bucket and converts them first (about 20 minutes on 2 cores, ``bench/abide_indi_run.py``);
+this script starts from the same 831 series in ``shared/data`` and runs what the workflow's rules
+run from there: the folds of ``brainage.splits.make_splits`` (the dataset stage's function), one
+``python -m brainage.train model`` job per model and fold with the parameters the workflow would
+pass (config.yaml + the ABIDE overlays, variants resolved, the stack's base models filled in), then
+``python -m brainage.evaluate run``. Jobs whose card.json exists are skipped, so a run can be
+stopped and continued (and models added) later. Each job gets one BLAS thread.
+
+Prints the metrics table (MAE, r, R² with 95 % bootstrap intervals, the paired MAE difference to
+the connectome ridge, corrected MAE and the delta-age correlation before and after correction);
+``--record`` appends it to bench/results.md with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+from brainage import models as registry  # noqa: E402
+from brainage import storage  # noqa: E402
+from brainage.splits import make_splits  # noqa: E402
+
+DATA = Path("/work/shared/data/abide1_pcp_cpac_filtglobal_cc200")
+OVERLAYS = {"5fold": ["abide_pcp_cc200.yaml"], "loso": ["abide_pcp_cc200.yaml", "abide_pcp_cc200_site_cv.yaml"]}
+
+
+def merged_config(names: list[str]) -> dict:
+    """config.yaml with the overlays laid over it as Snakemake merges --configfile (mappings by key)."""
+
+    def merge(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name in names:
+        config = merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return config
+
+
+def model_params(config: dict, names: list[str]) -> dict[str, dict]:
+    """Each model's --params as rules/common.smk builds them (variants resolved, stack bases filled)."""
+    resolved = {n: registry.resolve(n, config["models"], config.get("variants", {})) for n in names}
+    others = [n for n, (base, _) in resolved.items() if base not in ("dummy", "stack")]
+    params = {}
+    for name, (base, p) in resolved.items():
+        if base == "stack":
+            p = {**p, "models": p.get("models") or others}
+        params[name] = {**p, "model": base} if base != name else p
+    return params
+
+
+def write_inputs(work: Path, seed: int, n_folds: int, group_by_site: bool) -> list[Path]:
+    """Series Parquet files (cached), cohort.parquet and splits.tsv of the 831 subjects."""
+    participants = pd.read_csv(DATA / "participants.tsv", sep="\t", dtype={"participant_id": str})
+    series_dir = work / "series"
+    paths = [series_dir / f"{pid}_timeseries.parquet" for pid in participants["participant_id"]]
+    if not all(p.exists() for p in paths):
+        series_dir.mkdir(parents=True, exist_ok=True)
+        table = pd.read_parquet(DATA / "timeseries_cc200.parquet").sort_values(["participant_id", "t"])
+        rois = [c for c in table.columns if c.startswith("roi_")]
+        for pid, group in table.groupby("participant_id", sort=False):
+            storage.write_timeseries(series_dir / f"{pid}_timeseries.parquet", group[rois].to_numpy(), rois, participant_id=pid)
+    cohort = participants.assign(dataset="abide_pcp")[["participant_id", "dataset", "site", "age", "sex"]]
+    storage.write_table(work / "cohort.parquet", cohort, kind="cohort")
+    folds = make_splits(cohort["age"].to_numpy(), cohort["site"].to_numpy(), np.zeros(len(cohort), bool),
+                        n_folds, group_by_site, seed)
+    splits = pd.DataFrame({"participant_id": cohort["participant_id"], "fold": folds, "set": "cv"})
+    storage.write_tsv(work / "splits.tsv", splits)
+    return paths
+
+
+def train_job(work: Path, model: str, fold: int, params: dict, inputs: list, config: dict) -> tuple[str, int, float]:
+    out = work / "models" / f"model-{model}" / f"fold-{fold}"
+    if (out / "card.json").exists():
+        return model, fold, 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "brainage.train", "model", "--model", model, "--fold", str(fold),
+        "--cohort", str(work / "cohort.parquet"), "--splits", str(work / "splits.tsv"),
+        "--inputs", *map(str, inputs), "--params", json.dumps(params, sort_keys=True),
+        "--seed", str(config["seed"]), "--threads", "1", "--out-dir", str(out),
+        "--inner-folds", str(config["train"]["inner_folds"]),
+        *(["--group-by-site"] if config["dataset"]["group_by_site"] else []),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    start = time.perf_counter()
+    with open(out.parent / f"fold-{fold}.log", "w") as log:
+        subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return model, fold, time.perf_counter() - start
+
+
+def run_jobs(jobs: list, workers: int) -> None:
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for model, fold, seconds in pool.map(lambda job: train_job(*job), jobs):
+            if seconds:
+                print(f"{datetime.datetime.now():%H:%M:%S} {model} fold {fold}: {seconds:.0f} s", flush=True)
+
+
+def evaluate(work: Path, names: list[str], n_folds: int, config: dict) -> pd.DataFrame:
+    files = [work / "models" / f"model-{m}" / f"fold-{f}" / "predictions.parquet" for m in names for f in range(n_folds)]
+    subprocess.run(
+        [sys.executable, "-m", "brainage.evaluate", "run", "--predictions", *map(str, files),
+         "--params", json.dumps(config["evaluate"]), "--seed", str(config["seed"]),
+         "--predictions-out", str(work / "evaluated.parquet"), "--metrics-out", str(work / "metrics.tsv")],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "workflow")), check=True, capture_output=True,
+    )
+    return storage.read_tsv(work / "metrics.tsv")
+
+
+def table(metrics: pd.DataFrame, work: Path, n_folds: int) -> str:
+    def ci(row, column, digits=2):
+        low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+        value = row[column]
+        if pd.isna(value):
+            return "n/a"
+        return f"{value:.{digits}f}" + ("" if pd.isna(low) else f" [{low:.{digits}f}, {high:.{digits}f}]")
+
+    lines = ["| model | n | MAE | r | R² | MAE − ridge | corrected MAE | delta–age r raw → corrected | CPU min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, row in metrics.iterrows():
+        cards = [storage.read_json(work / "models" / f"model-{row['model']}" / f"fold-{f}" / "card.json") for f in range(n_folds)]
+        minutes = sum(c["train_seconds"] for c in cards) / 60
+        lines.append(
+            f"| {row['model']} | {row['n']} | {ci(row, 'mae')} | {ci(row, 'r', 3)} | {ci(row, 'r2', 3)} "
+            f"| {ci(row, 'delta_mae_vs_ridge')} | {row['mae_corrected']:.2f} "
+            f"| {row['delta_age_r']:.2f} → {row['delta_age_r_corrected']:.2f} | {minutes:.1f} |"
+        )
+    stack = [storage.read_json(work / "models" / "model-stack" / f"fold-{f}" / "card.json")["fit_info"]
+             for f in range(n_folds) if (work / "models" / "model-stack" / f"fold-{f}" / "card.json").exists()]
+    if stack:
+        weights = pd.DataFrame([s["weights"] for s in stack])
+        lines.append("")
+        lines.append("Stack weights per outer fold (non-negative, fitted on the training subjects' cross-fitted predictions):")
+        lines.append("")
+        lines.append(weights.round(3).to_markdown(index=True))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cv", choices=sorted(OVERLAYS), required=True)
+    parser.add_argument("--work", type=Path, default=None, help="default /tmp/brainage-abide-models-<cv>")
+    parser.add_argument("--jobs", type=int, default=2, help="training jobs at once (one thread each)")
+    parser.add_argument("--models", nargs="+", help="a subset of the config's train.models (the stack: its bases)")
+    parser.add_argument("--record", action="store_true", help="append the table to bench/results.md")
+    args = parser.parse_args()
+    config = merged_config(OVERLAYS[args.cv])
+    work = args.work or Path(f"/tmp/brainage-abide-models-{args.cv}")
+    work.mkdir(parents=True, exist_ok=True)
+    names = args.models or config["train"]["models"]
+    params = model_params(config, names)
+    n_folds = config["dataset"]["n_folds"]
+    inputs = write_inputs(work, config["seed"], n_folds, config["dataset"]["group_by_site"])
+    start = time.perf_counter()
+    bases = [n for n in names if params[n].get("model", n) != "stack"]
+    run_jobs([(work, m, f, params[m], inputs, config) for m in bases for f in range(n_folds)], args.jobs)
+    for name in (n for n in names if n not in bases):
+        files = [work / "models" / f"model-{b}" / f"fold-{f}" / "predictions.parquet" for b in params[name]["models"]
+                 for f in range(n_folds)]
+        run_jobs([(work, name, f, params[name], [p for p in files if f"fold-{f}/" in str(p)], config)
+                  for f in range(n_folds)], args.jobs)
+    metrics = evaluate(work, names, n_folds, config)
+    text = table(metrics, work, n_folds)
+    print(text)
+    if args.record:
+        when = datetime.date.today().isoformat()
+        header = (f"\n## ABIDE I cc200, 831 subjects, {args.cv} ({n_folds} folds), every model through brainage's stages "
+                  f"({when})\n\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one BLAS "
+                  f"thread per job, {args.jobs} jobs at once; `python bench/abide_models.py --cv {args.cv}`; inner folds "
+                  f"K = {config['train']['inner_folds']}; wall time of this invocation {(time.perf_counter() - start) / 60:.0f} min "
+                  "(jobs already done are skipped). 95 % bootstrap intervals (2000 resamples of the subjects, paired "
+                  "for the differences).\n\n")
+        with open(REPO / "bench" / "results.md", "a") as f:
+            f.write(header + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
