@@ -50,10 +50,10 @@ def test_expected_outputs_exist(demo_run):
 
 def test_every_model_beats_dummy_and_learns_the_planted_effect(demo_run):
     metrics = pd.read_csv(demo_run / "results/evaluate/metrics.tsv", sep="\t").set_index("model")
-    assert list(metrics.index) == ["dummy", "connectome_ridge", "roi_gru", "cnn_rnn"]
+    assert list(metrics.index) == ["dummy", "connectome_ridge", "roi_gru", "cnn_rnn", "stack"]
     assert (metrics["n"] == 60).all()
     dummy = metrics.loc["dummy", "mae"]
-    for model in ["connectome_ridge", "roi_gru", "cnn_rnn"]:
+    for model in ["connectome_ridge", "roi_gru", "cnn_rnn", "stack"]:
         assert metrics.loc[model, "mae"] < 0.8 * dummy, metrics
         assert metrics.loc[model, "r"] > 0.5, metrics
         # better than the dummy beyond chance: the paired 95 % interval of the difference excludes 0
@@ -73,7 +73,7 @@ def test_no_subject_is_lost(demo_run):
 
 def test_report_shows_metrics_and_methods(demo_run):
     html = (demo_run / "results/report.html").read_text()
-    for model in ["dummy", "connectome_ridge", "roi_gru", "cnn_rnn"]:
+    for model in ["dummy", "connectome_ridge", "roi_gru", "cnn_rnn", "stack"]:
         assert model in html
     assert "No subject was excluded." in html
     assert html.count("<img") >= 4
@@ -98,7 +98,8 @@ def test_model_parameter_change_reruns_only_that_model(demo_run):
         jobs = planned_jobs(snakemake(demo_run, "-n"))
     finally:
         (demo_run / "config" / "test.yaml").unlink()
-    assert jobs == {"all": 1, "train_model": 5, "evaluate": 1, "report": 1}
+    # roi_gru's five folds, and the stack that reads their predictions: nothing else.
+    assert jobs == {"all": 1, "train_model": 10, "evaluate": 1, "report": 1}
 
 
 def test_extraction_parameter_change_reruns_extraction_and_after(demo_run):
@@ -108,7 +109,7 @@ def test_extraction_parameter_change_reruns_extraction_and_after(demo_run):
     finally:
         (demo_run / "config" / "test.yaml").unlink()
     assert jobs == {
-        "all": 1, "extract_subject": 60, "dataset_build": 1, "train_model": 20, "evaluate": 1, "report": 1,
+        "all": 1, "extract_subject": 60, "dataset_build": 1, "train_model": 25, "evaluate": 1, "report": 1,
     }
 
 

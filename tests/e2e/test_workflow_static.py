@@ -76,7 +76,7 @@ def test_processes_setting_launches_torch_models_through_torchrun(tmp_path):
     [
         ({"extract": {"fd_threshold": "high"}}, r"fd_threshold"),
         ({"extract": {"bogus_key": 1}}, r"bogus_key"),
-        ({"train": {"models": ["transformer"]}}, r"transformer"),
+        ({"train": {"models": ["transformer-xl"]}}, r"transformer-xl"),
         ({"models": {"cnn_rnn": {"rnn": "mamba"}}}, r"mamba"),
         ({"inputs": {"source": "fmriprep"}}, r"derivatives|participants"),
         ({"dataset": {"n_folds": 1}}, r"n_folds|minimum"),
@@ -137,3 +137,38 @@ def test_downloads_are_local_rules(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert {"indi_fetch", "atlas"} <= set(result.stdout.split()), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"train": {"models": ["dummy", "transformer"]}},
+         r"train.models: unknown model 'transformer'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru, stack"),
+        ({"train": {"models": ["dummy", "ridge_x"]}, "variants": {"ridge_x": {"model": "svm"}}},
+         r"On instance\['variants'\]\['ridge_x'\]\['model'\]:\s+'svm'"),
+        ({"train": {"models": ["dummy", "connectome_ridge", "stack"]}, "models": {"stack": {"models": ["roi_gru"]}}},
+         r"stack: models \['roi_gru'\] must be trained models of train.models other than the dummy and the stack"),
+        ({"train": {"models": ["dummy", "stack"]}}, r"stack: models \[\] must be trained models"),
+    ],
+)
+def test_unknown_models_variants_and_stack_bases_are_named(tmp_path, config, message):
+    result = snakemake(make_workdir(tmp_path, {"demo": {"n_subjects": 8}, **config}), "-n", "--cores", "1", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and re.search(message, output), output[-3000:]
+
+
+def test_variants_train_under_their_names_and_the_stack_reads_its_bases_predictions(tmp_path):
+    config = {"demo": {"n_subjects": 8}, "dataset": {"n_folds": 2},
+              "train": {"models": ["dummy", "connectome_ridge", "ridge_tangent", "stack"], "inner_folds": 3},
+              "variants": {"ridge_tangent": {"model": "connectome_ridge", "kind": "tangent"}}}
+    text = snakemake(make_workdir(tmp_path, config), "-n", "--cores", "1", "-p").stdout
+    assert text.count("-m brainage.train model --model ridge_tangent") == 2
+    assert '"kind": "tangent", "model": "connectome_ridge"' in text and "--inner-folds 3" in text
+    stack = [line for line in text.splitlines() if "--model stack" in line]
+    assert len(stack) == 2
+    # The stack of fold 0 reads exactly its two bases' fold-0 predictions (the dummy is left out).
+    fold0 = next(line for line in stack if "--fold 0" in line)
+    inputs = fold0.split("--inputs ")[1].split(" --params")[0].split()
+    assert inputs == ["results/models/model-connectome_ridge/fold-0/predictions.parquet",
+                      "results/models/model-ridge_tangent/fold-0/predictions.parquet"]
+    assert '"models": ["connectome_ridge", "ridge_tangent"]' in fold0

@@ -12,7 +12,12 @@ from brainage.report.figures import model_figures
 from brainage.report.inputs import load_inputs, read_cards
 from brainage.report.methods import heldout_description, methods_paragraphs
 from brainage.report.page import render_page, summary_text
-from brainage.report.tables import exclusions_table, metrics_sections, site_section
+from brainage.report.tables import (
+    corrected_section,
+    exclusions_table,
+    metrics_sections,
+    site_section,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ def build_report(
         figures=model_figures(data.predictions, data.cohort, data.metrics),
         metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'")
         + site_section(data.predictions, data.cohort, list(dict.fromkeys(data.metrics["model"]))),
+        corrected_html=corrected_section(data.metrics, bool(config["evaluate"]["bias_correction"])),
         exclusions_html=exclusions_table(data.exclusions),
         n_excluded=n_excluded,
         qc_html=qc_section(data.cohort, data.extract_qc, config["extract"]),

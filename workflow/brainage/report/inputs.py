@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 # Columns each input must have (the contracts of the stages that write them); extra columns are kept.
 METRIC_COLUMNS = (
     "model", "set", "n", "mae", "rmse", "r", "r2", "mae_over_sd", "mae_corrected", "r_corrected",
-    "delta_mae_vs_dummy",
+    "delta_age_r", "delta_age_r_corrected", "delta_mae_vs_dummy",
 )
 PREDICTION_COLUMNS = ("participant_id", "model", "set", "fold", "age", "predicted_age", "predicted_age_corrected")
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pandas as pd
 
 from brainage import __version__
 from brainage.demo import bold_res
+from brainage.models import is_torch, resolve
 from brainage.report import preprocessing, sources
 from brainage.report.extraction import atlases_text, denoising_text
 from brainage.report.extraction import short_number as _num
@@ -38,8 +41,7 @@ def methods_paragraphs(
         (heading, plain-text paragraph, list items) per section; only "Models" has items, one per
         model. The caller escapes them for HTML.
     """
-    models = {name: config["models"].get(name, {}) for name in config["train"]["models"]}
-    n_models = len(models)
+    n_models = len(config["train"]["models"])
     preprocessed = preprocessing.preprocessing_text(config, list(fmriprep_records))
     return [
         ("Data", data_text(config, cohort, n_manifest), []),
@@ -49,9 +51,54 @@ def methods_paragraphs(
         ("Features", _indi_or(sources.features_text, config) or features_text(config, atlases), []),
         ("Validation", validation_text(config, n_heldout(config["dataset"], cohort)), []),
         ("Models", f"{n_models} model{'s were' if n_models != 1 else ' was'} evaluated:",
-         models_text(models, cards)),
+         models_text(config, cards)),
         ("Software", software_text(cards), []),
     ]
+
+
+def resolve_model(name: str, config: dict) -> tuple[str, dict]:
+    """The registered model behind a name of ``train.models`` and its full parameters.
+
+    A variant (``variants.<name>``) is its registered ``model`` with ``models.<model>`` and the
+    variant's keys laid over them (:func:`brainage.models.resolve`). A name that is neither (the
+    workflow rejects those before training) is returned as itself with ``models.<name>``, and
+    described as a model without a description.
+
+    Returns
+    -------
+    (str, dict)
+        The registered model name and a copy of its parameters.
+    """
+    try:
+        return resolve(name, config["models"], config.get("variants") or {})
+    except ValueError:
+        return name, dict(config["models"].get(name) or {})
+
+
+def stack_bases(params: dict, config: dict) -> list[str]:
+    """The base models of a stack: its ``models``, or every other listed model but the dummy (and stacks)."""
+    if params.get("models"):
+        return [str(m) for m in params["models"]]
+    return [m for m in config["train"]["models"] if resolve_model(m, config)[0] not in ("dummy", "stack")]
+
+
+def _listed(config: dict, base: str) -> list[tuple[str, dict]]:
+    """(name, parameters) of every listed model whose registered model is ``base``."""
+    resolved = ((name, *resolve_model(name, config)) for name in config["train"]["models"])
+    return [(name, params) for name, model, params in resolved if model == base]
+
+
+def _torch_models(config: dict) -> list[str]:
+    names = []
+    for name in config["train"]["models"]:
+        base = resolve_model(name, config)[0]
+        try:
+            torch = is_torch(base)
+        except ValueError:  # not a registered model: described as such in the model list
+            torch = False
+        if torch:
+            names.append(name)
+    return names
 
 
 def _indi_or(text, config: dict) -> str | None:
@@ -187,20 +234,82 @@ def validation_text(config: dict, n_held_out: int = 0) -> str:
                  f"quantile bins, shuffled)")
     if config["evaluate"]["bias_correction"]:
         bias = (
-            "The age bias (regression towards the mean age) was corrected per model and fold with a linear fit "
-            "predicted = a * age + b on out-of-sample predictions of that fold's training subjects only, never on "
-            "its test subjects, and corrected = (predicted - b) / a (Beheshti et al. 2019; de Lange and Cole "
-            "2020); no correction was applied where |a| < 0.1, as for the dummy model."
+            "The age bias (regression towards the mean age) was corrected per model and outer fold with a linear "
+            "fit predicted = a * age + b on the cross-fitted predictions of all that fold's training subjects, "
+            "never on its test subjects, and corrected = (predicted - b) / a (Beheshti et al. 2019; de Lange and "
+            "Cole 2020); no correction was applied where |a| < 0.1, as for the dummy model."
         )
     else:
         bias = "No age-bias correction was applied: corrected predictions equal the raw ones."
+    extra = " ".join(filter(None, [*_stack_sentences(config), _combat_text(config)]))
     return (
         f"Every model used the same subject-level {folds}, from the single workflow seed {config['seed']}; "
         f"per-fold and per-model seeds were derived from it and recorded in each model card. "
-        f"{bias}{_heldout_text(config, n_held_out)} Metrics on the pooled test predictions: mean absolute error "
-        "(MAE, years), root mean squared error, Pearson r, R², MAE divided by the SD of the true ages, the same "
-        "for corrected predictions, and the MAE difference to the dummy model and to the connectome ridge."
-        f"{_interval_text(config)}"
+        f"{inner_text(config)} {bias}{' ' + extra if extra else ''}{_heldout_text(config, n_held_out)} Metrics on "
+        "the pooled test predictions: mean absolute error (MAE, years), root mean squared error, Pearson r, R², "
+        "MAE divided by the SD of the true ages, and the MAE difference to the dummy model and to the connectome "
+        "ridge; for the corrected predictions (meant for brain-age delta analyses, not as a measure of accuracy) "
+        "their MAE and r, and the Pearson r of the brain-age delta (predicted minus true age) with true age, raw "
+        f"and corrected.{_interval_text(config)}"
+    )
+
+
+def inner_text(config: dict) -> str:
+    """Describe the inner K-fold (``train.inner_folds``) that gives every training subject a cross-fitted prediction."""
+    k = config["train"].get("inner_folds", 5)
+    grouping = "grouped by site" if config["dataset"]["group_by_site"] else "stratified by age"
+    torch = _torch_models(config)
+    stopping = (f"; the torch models ({', '.join(torch)}) stopped early on 20 % of each fit's own training "
+                "subjects" if torch else "")
+    return (
+        f"Within each outer fold, an inner {k}-fold split of the training subjects ({grouping}) gave each "
+        "training subject a cross-fitted prediction: every model was fitted on all inner folds but one and "
+        f"predicted the one left out{stopping}; the model was then refitted on all training subjects to predict "
+        "the outer test fold. Every model, the dummy included, was treated alike."
+    )
+
+
+def _stack_sentences(config: dict) -> list[str]:
+    """One sentence per listed stack (``stack`` or a variant of it): its base models and how they are weighted."""
+    sentences = []
+    for name, params in _listed(config, "stack"):
+        chosen = ("its configured base models" if params.get("models")
+                  else "every other listed model but the dummy")
+        named = "The stack" if name == "stack" else f"The stack {name}"
+        sentences.append(
+            f"{named} combined {chosen} ({', '.join(stack_bases(params, config))}) as an intercept plus "
+            "non-negative weights times their predicted ages (non-negative least squares with intercept, "
+            "scikit-learn LinearRegression(positive=True)), fitted within each outer fold on the base models' "
+            "cross-fitted predictions of that fold's training subjects and applied to their predictions of its "
+            "test subjects, so the test folds never steered the weights or the choice of models (a weight of 0 "
+            "drops a model)."
+        )
+    return sentences
+
+
+def _combat_text(config: dict) -> str:
+    """The ComBat sentences when a listed connectome ridge (variants included) harmonises with ComBat."""
+    names = [name for name, params in _listed(config, "connectome_ridge") if params.get("harmonize") == "combat"]
+    if not names:
+        return ""
+    try:
+        version = f" {importlib.metadata.version('neuroCombat')}"
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    unseen = []
+    if config["dataset"]["group_by_site"]:
+        unseen.append("with folds grouped by site, every cross-validation test subject")
+    if config["dataset"].get("test_sites"):
+        unseen.append("the held-out sites' subjects")
+    return (
+        f"For {', '.join(names)}, site effects were removed from the connectivity features with ComBat "
+        f"(neuroCombat{version}; Fortin et al. 2018, NeuroImage 167:104), learned within each fit on its training "
+        "subjects' features with age as a preserved covariate; test subjects of sites seen in training were "
+        "harmonised with those estimates and the age term at the training mean age (test ages were never used). "
+        "Test subjects of sites absent from the training subjects (or with fewer than 2 of them) were left "
+        f"unharmonised{' (' + '; '.join(unseen) + ')' if unseen else ''}: an unseen site's location and scale "
+        "cannot be estimated with age as a covariate without its subjects' ages, and estimating them from its "
+        "features alone would remove that site's real age difference."
     )
 
 
@@ -214,28 +323,53 @@ def _interval_text(config: dict) -> str:
             "intervals of the MAE differences are paired.")
 
 
-def models_text(models: dict, cards: list[dict]) -> list[str]:
-    """Describe each configured model (one string each) with its parameters and, from its cards, its training."""
-    return [
-        f"{name}: {_model_description(name, params or {})}{_param_list(params or {})}"
-        f"{_training_summary([c for c in cards if c.get('model') == name])}"
-        for name, params in models.items()
-    ]
+def models_text(config: dict, cards: list[dict]) -> list[str]:
+    """Describe each model of ``train.models`` (one string each): its description, parameters and training.
+
+    A variant is named with its registered model and the parameters that differ from
+    ``models.<model>``, then described with its full parameters; a stack's parameters list its
+    base models as resolved (:func:`stack_bases`).
+    """
+    items = []
+    for name in config["train"]["models"]:
+        base, params = resolve_model(name, config)
+        if base == "stack":
+            params = {**params, "models": stack_bases(params, config)}
+        items.append(
+            f"{name}: {_variant_text(name, base, params, config)}{_model_description(base, params)}"
+            f"{_param_list(params)}{_training_summary([c for c in cards if c.get('model') == name])}"
+        )
+    return items
+
+
+def _variant_text(name: str, base: str, params: dict, config: dict) -> str:
+    """"a variant of <base> (<differing parameters>): " for a variant, else nothing."""
+    if name == base:
+        return ""
+    defaults = config["models"].get(base) or {}
+    differ = [f"{key}={_value(value)}" for key, value in sorted(params.items()) if defaults.get(key) != value]
+    return f"a variant of {base} ({'; '.join(differ) or f'the parameters of models.{base}'}): "
 
 
 def _model_description(name: str, p: dict) -> str:
     torch_common = (
         f" trained with AdamW (learning rate {_num(p.get('lr'))}, weight decay {_num(p.get('weight_decay'))}, "
         f"batch size {p.get('batch_size')}) on random windows of {p.get('window')} frames, for at most "
-        f"{p.get('epochs')} epochs with early stopping (patience {p.get('patience')}) on an inner validation "
-        f"split of the training subjects"
+        f"{p.get('epochs')} epochs with early stopping (patience {p.get('patience')}) on 20 % of each fit's "
+        f"training subjects"
     )
     if name == "dummy":
         return "predicts the mean age of the training subjects (the reference every model must beat)"
     if name == "connectome_ridge":
+        target = ", fitted on log(age) with predictions mapped back to years" if p.get("target") == "log_age" else ""
+        combat = (", with site effects removed from the features by ComBat (age preserved; see Validation)"
+                  if p.get("harmonize") == "combat" else "")
         return (f"{p.get('kind')} functional connectivity between the regions (nilearn ConnectivityMeasure, "
-                f"vectorised without the diagonal), standardised, then ridge regression with the penalty "
-                f"chosen by RidgeCV among {_num_list(p.get('alphas', []))}")
+                f"vectorised without the diagonal){combat}, standardised, then ridge regression with the penalty "
+                f"chosen by RidgeCV among {_num_list(p.get('alphas', []))}{target}")
+    if name == "stack":
+        return (f"an intercept plus non-negative weights times the predicted ages of "
+                f"{', '.join(p.get('models', []))} (stacking; see Validation)")
     if name == "roi_gru":
         return (f"a temporal convolution over the ROI series ({p.get('conv_channels')} channels), a GRU "
                 f"({p.get('hidden')} units), dropout {_num(p.get('dropout'))} and a linear head,{torch_common}")

@@ -43,13 +43,14 @@ _PAGE = """<!DOCTYPE html>
 <p class="summary">{summary}</p>
 <h2>Predicted versus true age</h2>
 {figures}
-<h2>Metrics</h2>
+<h2>Metrics (raw predictions)</h2>
 {metrics}
 <p>Errors in years; r: Pearson correlation; mae_over_sd: MAE divided by the SD of the true ages;
 delta_mae_vs_dummy, delta_mae_vs_ridge: MAE minus the dummy's, the connectome ridge's MAE on the same
 subjects (negative is better). In brackets: 95 % bootstrap interval (subjects resampled with
 replacement, the same resamples for every model, so the differences are paired: an interval that
 excludes 0 is a difference at the 5 % level).</p>
+{corrected}
 <h2>Excluded subjects ({n_excluded})</h2>
 {exclusions}
 <h2>Quality control</h2>
@@ -73,8 +74,9 @@ def summary_text(manifest: pd.DataFrame, cohort: pd.DataFrame, exclusions: pd.Da
     Returns
     -------
     str
-        Plain text (the caller escapes it). The best model is chosen on the cross-validation
-        rows; with a held-out test set, a sentence gives its held-out MAE too.
+        Plain text (the caller escapes it). The best model is the one with the lowest raw MAE
+        (``mae``, never ``mae_corrected``) on the cross-validation rows; with a held-out test
+        set, a sentence gives its held-out raw MAE too.
     """
     n_excluded = exclusions["participant_id"].nunique()
     text = (f"{len(manifest)} subjects were listed in the manifest, {len(cohort)} were analysed and "
@@ -99,6 +101,7 @@ def _heldout_text(cv: pd.DataFrame, test: pd.DataFrame) -> str:
 
 
 def _best_model_text(metrics: pd.DataFrame) -> str:
+    # Raw MAE (``mae``): the corrected MAE grows by construction and measures no accuracy.
     if metrics.empty:
         return "No model was evaluated."
     rows = metrics.set_index("model")
@@ -116,7 +119,8 @@ def _best_model_text(metrics: pd.DataFrame) -> str:
 
 def render_page(*, title: str, date: str, summary: str, figures: dict[str, str], metrics_html: str,
                 exclusions_html: str, n_excluded: int, qc_html: str,
-                methods: list[tuple[str, str, list[str]]], held_out: bool = False) -> str:
+                methods: list[tuple[str, str, list[str]]], held_out: bool = False,
+                corrected_html: str = "") -> str:
     """Assemble the report page.
 
     Parameters
@@ -126,13 +130,17 @@ def render_page(*, title: str, date: str, summary: str, figures: dict[str, str],
     figures : dict
         Model name -> base64 PNG, embedded as data URIs.
     metrics_html, exclusions_html, qc_html : str
-        HTML fragments already escaped by :mod:`brainage.report.tables`.
+        HTML fragments already escaped by :mod:`brainage.report.tables`; ``metrics_html`` holds
+        the raw metrics (the page leads with raw accuracy).
     n_excluded : int
         Number of excluded subjects (heading of the exclusions section).
     methods : list of (str, str, list of str)
         (heading, plain-text paragraph, list items) per section, escaped here.
     held_out : bool
         Whether the figures mark held-out test subjects (their captions then say so).
+    corrected_html : str
+        The bias-corrected section (:func:`brainage.report.tables.corrected_section`), placed
+        after the raw metrics; empty: left out.
 
     Returns
     -------
@@ -144,7 +152,8 @@ def render_page(*, title: str, date: str, summary: str, figures: dict[str, str],
         css=_CSS, title=esc(title), date=esc(date), version=esc(__version__), summary=esc(summary),
         figures="\n".join(_figure(model, png, held_out) for model, png in figures.items())
         or "<p>No predictions to plot.</p>",
-        metrics=metrics_html, n_excluded=int(n_excluded), exclusions=exclusions_html, qc=qc_html,
+        metrics=metrics_html, corrected=corrected_html, n_excluded=int(n_excluded), exclusions=exclusions_html,
+        qc=qc_html,
         methods="\n".join(_methods_section(*section) for section in methods),
     )
 

@@ -13,8 +13,27 @@ from brainage.storage import EXCLUSION_COLUMNS
 # Decimals per metrics column: errors in years to 0.01 y, unitless scores to 0.001.
 _METRIC_DIGITS = {
     "mae": 2, "rmse": 2, "mae_corrected": 2, "delta_mae_vs_dummy": 2, "delta_mae_vs_ridge": 2,
-    "r": 3, "r2": 3, "mae_over_sd": 3, "r_corrected": 3,
+    "r": 3, "r2": 3, "mae_over_sd": 3, "r_corrected": 3, "delta_age_r": 3, "delta_age_r_corrected": 3,
 }
+# The columns of the bias-corrected table (shown apart: the main tables show raw accuracy only).
+CORRECTED_COLUMNS = ("mae_corrected", "r_corrected", "delta_age_r", "delta_age_r_corrected")
+CORRECTED_HEADING = "Bias-corrected predictions (for brain-age delta analyses)"
+CORRECTED_TEXT = (
+    "Bias-corrected predictions are for brain-age delta analyses (the delta: predicted minus true age, "
+    "e.g. compared between groups or related to a clinical score), which need a delta uncorrelated with age; "
+    "a model that regresses towards the mean age has a raw delta that falls with age. The correction "
+    "(corrected = (predicted - b) / a, from the age-bias line predicted = a * age + b) stretches the "
+    "predictions, so their MAE grows by construction, roughly by the factor 1/a: it is not a measure of "
+    "accuracy (the raw metrics above are). The correlation of the delta with age on the outer test folds, "
+    "before and after correction, shows whether the correction worked: near 0 after it."
+)
+CORRECTED_LEGEND = (
+    "mae_corrected (years), r_corrected: MAE and Pearson r of the corrected predictions; delta_age_r, "
+    "delta_age_r_corrected: Pearson r of the delta (predicted minus true age) with true age, raw and "
+    "corrected, over the pooled test predictions (n/a where undefined). A constant prediction, such as the "
+    "dummy's (never corrected: its bias-line slope is below 0.1), has a delta-age r of -1."
+)
+SET_NAMES = {"cv": "cross-validation", "test": "held-out test"}
 # A column X with X_ci_low and X_ci_high is shown as one cell, "value [low, high]".
 _CI = ("_ci_low", "_ci_high")
 # A QC table longer than this starts collapsed, so the exclusions and methods stay in view.
@@ -48,10 +67,10 @@ def metrics_table(metrics: pd.DataFrame) -> str:
     Parameters
     ----------
     metrics : DataFrame
-        One row per model (model, n, mae, rmse, r, r2, mae_over_sd, mae_corrected, r_corrected,
-        delta_mae_vs_dummy, and any extra columns); errors in years. A column with
-        ``<column>_ci_low`` and ``<column>_ci_high`` beside it is shown with its interval in
-        brackets, in one cell.
+        One row per model (model, n, mae, rmse, r, r2, mae_over_sd, delta_mae_vs_dummy, and any
+        other columns); errors in years. A column with ``<column>_ci_low`` and
+        ``<column>_ci_high`` beside it is shown with its interval in brackets, in one cell.
+        :func:`metrics_sections` drops the :data:`CORRECTED_COLUMNS` first.
 
     Returns
     -------
@@ -90,8 +109,17 @@ def split_sets(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows[metrics["set"] == "cv"].reset_index(drop=True), rows[metrics["set"] == "test"].reset_index(drop=True)
 
 
+def raw_columns(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` without the :data:`CORRECTED_COLUMNS` (and their intervals, if any): raw accuracy."""
+    corrected = [c for c in metrics.columns if c.removesuffix(_CI[0]).removesuffix(_CI[1]) in CORRECTED_COLUMNS]
+    return metrics.drop(columns=corrected)
+
+
 def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
-    """Render the metrics: one table without a held-out set, else a table per set under its heading.
+    """Render the raw metrics: one table without a held-out set, else a table per set under its heading.
+
+    The corrected columns (:data:`CORRECTED_COLUMNS`) are left out: :func:`corrected_section`
+    shows them apart, so the tables that rank the models show raw accuracy only.
 
     Parameters
     ----------
@@ -107,7 +135,7 @@ def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
         before held-out sets existed; else a "Cross-validation" and a "Held-out test (...)"
         section, each with its table.
     """
-    cv, test = split_sets(metrics)
+    cv, test = split_sets(raw_columns(metrics))
     if test.empty:
         return metrics_table(cv)
     heading = html.escape(f"Held-out test ({heldout})")
@@ -117,6 +145,55 @@ def metrics_sections(metrics: pd.DataFrame, heldout: str) -> str:
     )
     return (f"<h3>Cross-validation</h3>\n{metrics_table(cv)}\n"
             f'<h3 id="held-out-test">{heading}</h3>\n<p>{note}</p>\n{metrics_table(test)}')
+
+
+def corrected_table(metrics: pd.DataFrame) -> str:
+    """Render each model's corrected MAE and r and its delta-age correlations, raw and corrected.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        metrics.tsv: model, the :data:`CORRECTED_COLUMNS`, and optionally ``set`` (``cv``, ``test``).
+
+    Returns
+    -------
+    str
+        An HTML ``<table>``: model, the four columns (MAE in years to 0.01, r to 0.001); with
+        held-out rows also a ``set`` column ("cross-validation", "held-out test"), the
+        cross-validation rows first.
+    """
+    cv, test = split_sets(metrics)
+    rows = cv if test.empty else pd.concat(
+        [cv.assign(set=SET_NAMES["cv"]), test.assign(set=SET_NAMES["test"])], ignore_index=True)
+    shown = pd.DataFrame({"model": [_format_cell(v) for v in rows["model"]]})
+    if not test.empty:
+        shown["set"] = rows["set"].tolist()
+    for column in CORRECTED_COLUMNS:
+        shown[column] = [format_number(v, _METRIC_DIGITS[column]) for v in rows[column]]
+    return html_table(shown, "metrics corrected")
+
+
+def corrected_section(metrics: pd.DataFrame, applied: bool = True) -> str:
+    """The heading, the note on what corrected predictions are for, the table and its legend.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        metrics.tsv (see :func:`corrected_table`).
+    applied : bool
+        ``evaluate.bias_correction``: when false, a sentence says the corrected predictions equal the raw ones.
+
+    Returns
+    -------
+    str
+        HTML: an ``<h2>`` :data:`CORRECTED_HEADING`, a paragraph :data:`CORRECTED_TEXT`, the table
+        and :data:`CORRECTED_LEGEND`.
+    """
+    text = CORRECTED_TEXT
+    if not applied:
+        text += " No age-bias correction was applied in this run: the corrected predictions equal the raw ones."
+    return (f'<h2 id="bias-corrected">{html.escape(CORRECTED_HEADING)}</h2>\n<p>{html.escape(text)}</p>\n'
+            f"{corrected_table(metrics)}\n<p>{html.escape(CORRECTED_LEGEND)}</p>")
 
 
 def site_section(predictions: pd.DataFrame, cohort: pd.DataFrame, models: list[str]) -> str:
