@@ -152,8 +152,8 @@ def table(metrics: pd.DataFrame, work: Path, n_folds: int) -> str:
         )
     stack = [storage.read_json(work / "models" / "model-stack" / f"fold-{f}" / "card.json")["fit_info"]
              for f in range(n_folds) if (work / "models" / "model-stack" / f"fold-{f}" / "card.json").exists()]
-    if stack:
-        weights = pd.DataFrame([s["weights"] for s in stack])
+    if stack:  # per outer fold, the mean over its K members
+        weights = pd.DataFrame([pd.DataFrame([m["weights"] for m in members]).mean() for members in stack])
         lines.append("")
         lines.append("Stack weights per outer fold (non-negative, fitted on the training subjects' cross-fitted predictions):")
         lines.append("")

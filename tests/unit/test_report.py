@@ -340,8 +340,8 @@ def test_methods_state_the_inner_folds_behind_the_bias_line(methods_text):
     assert ("an inner 4-fold split of the training subjects (stratified by age) gave each training subject a "
             "cross-fitted prediction: every model was fitted on all inner folds but one and predicted the one left "
             "out; the torch models (roi_gru, cnn_rnn) stopped early on 20 % of each fit's own training subjects; "
-            "the model was then refitted on all training subjects to predict the outer test fold. Every model, the "
-            "dummy included, was treated alike.") in text
+            "the outer test fold was predicted by the mean of these 4 fitted models, the same models the bias line "
+            "and the stack were fitted on. Every model, the dummy included, was treated alike.") in text
     assert ("linear fit predicted = a * age + b on the cross-fitted predictions of all that fold's training "
             "subjects, never on its test subjects") in text
     config["dataset"]["group_by_site"] = True

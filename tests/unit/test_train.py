@@ -27,7 +27,7 @@ from brainage.torchloop.data import (
     window_starts,
 )
 from brainage._codehash import code_hash
-from brainage.train.fit import RESUME_NAME, derive_seeds, inner_split, read_design, train_model
+from brainage.train.fit import RESUME_NAME, derive_seeds, inner_folds, inner_split, read_design, train_model
 from brainage.torchloop.batches import make_loader
 from brainage.torchloop.loop import LoopSettings, predict_network, train_network
 
@@ -324,6 +324,16 @@ def _cli(study, out, model="dummy", fold=1, seed=42, params=None, inputs=None):
                  "--seed", str(seed), "--threads", "1", "--out-dir", str(out)])
 
 
+def _dummy_ensemble_mean(study, fold: int, n_inner: int = 5) -> float:
+    # The dummy's members each predict the mean age of the training subjects outside their inner
+    # fold; the fold's test (and held-out) subjects get the mean over the members.
+    design = read_design(study["cohort"], study["splits"], fold)
+    train = design[design["train"]]
+    ages = train["age"].to_numpy()
+    folds = inner_folds(ages, train["site"].to_numpy(), n_inner, False, derive_seeds(42, fold, "dummy")["inner"])
+    return float(np.mean([ages[folds != k].mean() for k in np.unique(folds)]))
+
+
 def test_cli_dummy_writes_predictions_and_card(tmp_path):
     study = write_study(tmp_path, n=12, n_folds=3, extra=1)
     assert _cli(study, tmp_path / "out") == 0
@@ -334,13 +344,12 @@ def test_cli_dummy_writes_predictions_and_card(tmp_path):
     assert sorted(pred.loc[pred["split"] == "test", "participant_id"]) == test_ids
     assert len(pred) == 12 and "sub-12" not in set(pred["participant_id"])  # the excluded subject
     assert set(pred["split"]) == {"test", "inner"} and (pred["fold"] == 1).all() and (pred["model"] == "dummy").all()
-    train_ages = [a for a, f in zip(study["ages"], study["folds"]) if f != 1]
-    np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], np.mean(train_ages))
+    np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], _dummy_ensemble_mean(study, 1))
     card = storage.read_json(tmp_path / "out" / "card.json")
     assert (card["n_train"], card["n_inner"], card["n_test"], card["n_heldout"]) == (8, 8, 4, 0)
     assert card["seeds"] == derive_seeds(42, 1, "dummy") and card["params"] == {} and card["input_kind"] == "series"
     assert set(card["versions"]) >= {"brainage", "torch", "sklearn", "nilearn", "numpy"}
-    assert card["epochs_run"] is None and card["device"] == "cpu"
+    assert card["epochs_run"] == [None] * 5 and card["device"] == "cpu" and len(card["fit_info"]) == 5
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
     assert pred.attrs["brainage"]["sources"][0] == "sub-00_timeseries.parquet"
 
@@ -352,7 +361,7 @@ def test_cli_connectome_ridge_inner_predictions_cover_every_training_subject(tmp
     inner = pred[pred["split"] == "inner"]
     assert sorted(inner["participant_id"]) == [p for p, f in zip(study["ids"], study["folds"]) if f != 0]
     card = storage.read_json(tmp_path / "out" / "card.json")
-    assert card["fit_info"]["alpha"] in (1.0, 10.0, 100.0)
+    assert {info["alpha"] for info in card["fit_info"]} <= {1.0, 10.0, 100.0}
     np.testing.assert_allclose(card["inner_mae"], np.mean(np.abs(inner["predicted_age"] - inner["age"])))
 
 
@@ -362,10 +371,12 @@ def test_cli_roi_gru_checkpoint_reloads_with_weights_only_and_is_reproducible(tm
     pred = storage.read_table(tmp_path / "a" / "predictions.parquet")
     card = storage.read_json(tmp_path / "a" / "card.json")
     assert (card["n_train"], card["n_inner"], card["n_test"]) == (10, 10, 5)  # every training subject cross-fitted
-    assert card["epochs_run"] == 3 and 1 <= card["best_epoch"] <= 3 and card["params"]["window"] == 8
+    assert card["epochs_run"] == [3] * 5 and all(1 <= b <= 3 for b in card["best_epoch"]) and card["params"]["window"] == 8
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    assert state["model"] == "roi_gru" and state["config"] == TINY_PARAMS["roi_gru"] and "state_dict" in state
-    model = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert len(state["members"]) == 5  # one network per inner fit
+    member = state["members"][0]
+    assert member["model"] == "roi_gru" and member["config"] == TINY_PARAMS["roi_gru"] and "state_dict" in member
+    model = load_checkpoint(tmp_path / "a" / "checkpoint.pt")  # the members; predicts their mean
     test = pred[pred["split"] == "test"]
     X, _ = load_inputs(study["inputs"], test["participant_id"].tolist(), "series")
     np.testing.assert_allclose(model.predict(X), test["predicted_age"], rtol=1e-6)
@@ -391,16 +402,16 @@ def test_resume_state_of_other_code_is_ignored_and_cards_carry_the_code_hash(tmp
     assert _cli(study, tmp_path / "a", model="roi_gru") == 0
     code = code_hash("brainage.train.__main__")
     assert storage.read_json(tmp_path / "a" / "card.json")["code"] == code
-    last = states[-1]
-    assert last["fingerprint"]["code"] == code and last["epoch"] == 3
+    first = [st for st in states if st["fingerprint"]["fit"] == "inner 0"][-1]  # inner fit 0, epoch 3
+    assert first["fingerprint"]["code"] == code and first["epoch"] == 3
 
     same, other = tmp_path / "same", tmp_path / "other"
     for out, state_code in ((same, code), (other, "0123456789abcdef")):
         out.mkdir()
-        torch.save(dict(last, fingerprint=dict(last["fingerprint"], code=state_code)), out / RESUME_NAME)
+        torch.save(dict(first, fingerprint=dict(first["fingerprint"], code=state_code)), out / RESUME_NAME.format(k=0))
         assert _cli(study, out, model="roi_gru") == 0
-    assert storage.read_json(same / "card.json")["fit_info"]["resumed_from"] == 3
-    assert storage.read_json(other / "card.json")["fit_info"]["resumed_from"] is None
+    assert storage.read_json(same / "card.json")["fit_info"][0]["resumed_from"] == 3
+    assert storage.read_json(other / "card.json")["fit_info"][0]["resumed_from"] is None
     assert f"checkpoint written by other code (code hash 0123456789abcdef, now {code})" in capfd.readouterr().err
 
 
@@ -411,14 +422,14 @@ def test_cli_cnn_rnn_on_volumes(tmp_path):
     assert (pred["split"] == "test").sum() == 5 and (pred["split"] == "inner").sum() == 5
     card = storage.read_json(tmp_path / "out" / "card.json")
     assert card["input_kind"] == "volumes" and card["params"]["channels"] == [2, 4]
-    model = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
+    model = load_checkpoint(tmp_path / "out" / "checkpoint.pt").members[0]
     assert model.network_.encoder.out_features == 4 * 9
     # The volumes' affine travels with the checkpoint: flips mirror about world x = 0.
     np.testing.assert_array_equal(model.affine_, GRID_AFFINE)
     torch.testing.assert_close(model.network_.unmask.flip_index, torch.from_numpy(mirror_index(model.mask_, GRID_AFFINE)))
     # A checkpoint of an earlier version also stored the plain grid's scatter positions: they
     # are ignored (this layout's come from the saved mask), and the model predicts the same.
-    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["members"][0]
     mask = state["inputs"]["mask"].numpy()
     state["state_dict"] |= {"unmask.index": torch.from_numpy(np.flatnonzero(mask)),
                             "unmask.flip_index": torch.from_numpy(mirror_index(mask, GRID_AFFINE))}
@@ -488,9 +499,9 @@ def test_held_out_subjects_are_predicted_by_every_fold_and_never_trained_on(tmp_
         held = pred[pred["set"] == "test"]
         assert sorted(held["participant_id"]) == HELD_OUT and (held["split"] == "test").all()
         assert (held["fold"] == fold).all()
-        # The dummy predicts the mean age of this fold's training subjects: cv subjects of the other folds.
-        train_mean = np.mean([age[p] for p, f in folds.items() if f not in (fold, -1)])
-        np.testing.assert_allclose(held["predicted_age"], train_mean)
+        # The dummy's members predict mean ages of this fold's training subjects (cv subjects of the
+        # other folds): held-out subjects never enter them.
+        np.testing.assert_allclose(held["predicted_age"], _dummy_ensemble_mean(study, fold))
         np.testing.assert_allclose(held["age"], [age[p] for p in held["participant_id"]])
         cv_test = pred[(pred["set"] == "cv") & (pred["split"] == "test")]
         assert sorted(cv_test["participant_id"]) == sorted(p for p, f in folds.items() if f == fold)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from train_fixtures import TINY_PARAMS, write_study
 
 from brainage import storage
@@ -14,6 +15,7 @@ from brainage.errors import ConfigError, InputDataError
 from brainage.models import get_model, resolve
 from brainage.models.stack import Stack, StackConfig
 from brainage.train.__main__ import main
+from brainage.train import fit
 from brainage.train.fit import INNER_DONE, derive_seeds, inner_folds, read_design, train_model
 from brainage.train.stacking import load_base_predictions
 
@@ -48,9 +50,11 @@ def test_every_training_subject_is_predicted_by_a_model_fitted_on_the_other_inne
     np.testing.assert_allclose(inner.loc[train["participant_id"], "predicted_age"], expected)
     assert len(set(np.round(expected, 9))) > 1  # several inner models, not one mean
     assert card["n_inner"] == card["n_train"] == 20 and card["inner_folds"] == {"n_folds": 4, "grouped_by_site": False}
-    # The test fold is predicted by the model refitted on all training subjects.
+    # The test fold is predicted by the mean of the four members: the same models the inner
+    # predictions (and so the bias line and the stack) come from.
     pred = storage.read_table(tmp_path / "out" / "predictions.parquet")
-    np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], train["age"].mean())
+    members = [train["age"][folds != k].mean() for k in range(4)]
+    np.testing.assert_allclose(pred.loc[pred["split"] == "test", "predicted_age"], np.mean(members))
 
 
 def test_every_model_of_a_fold_gets_the_same_inner_folds():
@@ -73,46 +77,36 @@ def test_inner_folds_follow_the_outer_design():
     assert len(set(inner_folds(ages[:3], sites[:3], 5, False, 0))) == 3  # K capped at the subjects
 
 
-def test_a_torch_job_reuses_its_finished_inner_fits_of_the_same_run_only(tmp_path, caplog):
+def test_a_torch_job_reuses_its_finished_inner_fits_of_the_same_run_only(tmp_path, caplog, monkeypatch):
     study = write_study(tmp_path, n=15, n_folds=3)
     whole = tmp_path / "whole"
     _train(study, whole, model="roi_gru", n_inner=2)
     assert not list(whole.glob("inner-*")) and not list(whole.glob("resume*"))  # cleaned up
-    inner = _inner(whole)
-    # A job killed after inner fit 0: its saved predictions are taken, not recomputed.
-    design = read_design(study["cohort"], study["splits"], 1)
-    n_first = int(np.sum(inner_folds(design.loc[design["train"], "age"].to_numpy(), design.loc[design["train"], "site"].to_numpy(),
-                                     2, False, derive_seeds(42, 1, "roi_gru")["inner"]) == 0))
+    # Keep the finished inner fits of a second run, as a killed job leaves them.
+    monkeypatch.setattr(fit._InnerStore, "clear", lambda self, n: None)
+    kept = tmp_path / "kept"
+    _train(study, kept, model="roi_gru", n_inner=2)
+    state = torch.load(kept / INNER_DONE.format(k=0), weights_only=True)
+    assert state["card"]["fingerprint"]["fit"] == "inner 0"
+    # Same run, but member 0's output shifted by 1 year: reused, its subjects come out 1 year higher.
     resumed, other = tmp_path / "resumed", tmp_path / "other"
-    for out in (resumed, other):
+    for out, fingerprint in ((resumed, state["card"]["fingerprint"]), (other, dict(state["card"]["fingerprint"], code="0123"))):
         out.mkdir()
-    with caplog.at_level("INFO"):
-        from brainage.train import fit
-
-        captured = {}
-        save = fit._InnerStore.save
-
-        def keep(self, k, predicted):
-            captured.setdefault("fingerprint", self.fingerprint)
-            save(self, k, predicted)
-
-        fit._InnerStore.save = keep
-        try:
-            _train(study, tmp_path / "probe", model="roi_gru", n_inner=2)
-        finally:
-            fit._InnerStore.save = save
-    fingerprint = captured["fingerprint"]
-    storage.write_json(resumed / INNER_DONE.format(k=0), {"fingerprint": fingerprint, "predicted_age": [99.0] * n_first})
-    storage.write_json(other / INNER_DONE.format(k=0),
-                       {"fingerprint": dict(fingerprint, code="0123"), "predicted_age": [99.0] * n_first})
-    caplog.clear()
+        torch.save(dict(state, target_mean=state["target_mean"] + 1.0, card=dict(state["card"], fingerprint=fingerprint)),
+                   out / INNER_DONE.format(k=0))
     with caplog.at_level("INFO"):
         _train(study, resumed, model="roi_gru", n_inner=2)
         _train(study, other, model="roi_gru", n_inner=2)
-    assert (_inner(resumed)["predicted_age"] == 99.0).sum() == n_first
+    design = read_design(study["cohort"], study["splits"], 1)
+    train = design[design["train"]]
+    first = train["participant_id"][inner_folds(train["age"].to_numpy(), train["site"].to_numpy(), 2, False,
+                                                 derive_seeds(42, 1, "roi_gru")["inner"]) == 0]
+    shift = _inner(resumed)["predicted_age"] - _inner(whole)["predicted_age"]
+    np.testing.assert_allclose(shift[first], 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(shift.drop(first), 0.0)
     assert "inner fit 1: reusing" in caplog.text
     assert "inner fit of another run (fingerprint differs); fitting it again" in caplog.text
-    np.testing.assert_array_equal(_inner(other)["predicted_age"], inner["predicted_age"])
+    np.testing.assert_array_equal(_inner(other)["predicted_age"], _inner(whole)["predicted_age"])
 
 
 def test_cli_takes_the_inner_folds_and_the_site_grouping(tmp_path):
@@ -159,9 +153,11 @@ def test_stack_is_fitted_on_cross_fitted_predictions_and_applied_to_the_test_pre
             for name, f in zip(bases, files)}
     test = pred[pred["split"] == "test"]
     keys = list(zip(test["participant_id"], test["split"]))
-    weights, intercept = card["fit_info"]["weights"], card["fit_info"]["intercept"]
-    by_hand = intercept + sum(weights[m] * base[m].loc[keys].to_numpy() for m in bases)
+    # The mean of the K stacks (one per inner fit) applied to the bases' test predictions.
+    by_hand = np.mean([info["intercept"] + sum(info["weights"][m] * base[m].loc[keys].to_numpy() for m in bases)
+                       for info in card["fit_info"]], axis=0)
     np.testing.assert_allclose(test["predicted_age"], by_hand)
+    weights = pd.DataFrame([info["weights"] for info in card["fit_info"]]).mean()
     # The planted series carry age, the dummy none: the ridge takes the weight.
     assert weights["connectome_ridge"] > 0.5 and weights["dummy"] >= 0.0
     # The stack's own inner predictions are cross-fitted too (one per training subject).

@@ -67,23 +67,23 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
 
 
 def test_train_cli_under_torchrun_writes_one_set_of_outputs(tmp_path):
-    study = write_study(tmp_path, n=14, n_folds=2)
+    study = write_study(tmp_path, n=16, n_folds=2)
     out = tmp_path / "out"
     result = _torchrun(
         2, "-m", "brainage.train", "model", "--model", "roi_gru", "--fold", "0",
         "--cohort", str(study["cohort"]), "--splits", str(study["splits"]),
         "--inputs", *map(str, study["inputs"]), "--params", json.dumps(TINY_PARAMS["roi_gru"]),
-        "--seed", "42", "--threads", "1", "--out-dir", str(out),
+        "--seed", "42", "--threads", "1", "--out-dir", str(out), "--inner-folds", "8",
     )
     assert result.returncode == 0, result.stderr
     card = storage.read_json(out / "card.json")
     ddp = card["distributed"]
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
     assert ddp["ranks"][0]["weights_checksum"] == ddp["ranks"][1]["weights_checksum"]
-    # 7 training subjects, each cross-fitted; the final fit trains on 6 (one early-stopping
-    # subject): batches of 4 and 2 shared by the 2 processes.
-    assert card["n_train"] == 7 and card["n_inner"] == 7
-    assert [r["windows"] for r in ddp["ranks"]] == [card["epochs_run"] * 3] * 2
+    # 8 training subjects, each cross-fitted by one of 8 members; a member trains on 6 of its 7
+    # (one early-stopping subject): batches of 4 and 2 shared by the 2 processes.
+    assert card["n_train"] == 8 and card["n_inner"] == 8
+    assert [r["windows"] for r in ddp["ranks"]] == [card["epochs_run"][-1] * 3] * 2
     pred = storage.read_table(out / "predictions.parquet")
-    assert (pred["split"] == "test").sum() == 7 and np.isfinite(pred["predicted_age"]).all()
+    assert (pred["split"] == "test").sum() == 8 and np.isfinite(pred["predicted_age"]).all()
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "checkpoint.pt", "predictions.parquet"]

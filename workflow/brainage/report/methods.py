@@ -264,8 +264,9 @@ def inner_text(config: dict) -> str:
     return (
         f"Within each outer fold, an inner {k}-fold split of the training subjects ({grouping}) gave each "
         "training subject a cross-fitted prediction: every model was fitted on all inner folds but one and "
-        f"predicted the one left out{stopping}; the model was then refitted on all training subjects to predict "
-        "the outer test fold. Every model, the dummy included, was treated alike."
+        f"predicted the one left out{stopping}; the outer test fold was predicted by the mean of these {k} "
+        "fitted models, the same models the bias line and the stack were fitted on. Every model, the dummy "
+        "included, was treated alike."
     )
 
 
@@ -394,7 +395,9 @@ def _training_summary(cards: list[dict]) -> str:
     devices = sorted({str(c.get("device")) for c in cards if c.get("device")})
     if devices:
         text += f" on {', '.join(devices)}"
-    epochs = [c.get("epochs_run") for c in cards if isinstance(c.get("epochs_run"), (int, float))]
+    # One value per inner fit (member) in a card; a single value in cards of earlier versions.
+    runs = [c.get("epochs_run") if isinstance(c.get("epochs_run"), list) else [c.get("epochs_run")] for c in cards]
+    epochs = [e for run in runs for e in run if isinstance(e, (int, float))]
     if epochs:
         text += f", {min(epochs)}-{max(epochs)} epochs run"
     seconds = [c.get("train_seconds") for c in cards if isinstance(c.get("train_seconds"), (int, float))]

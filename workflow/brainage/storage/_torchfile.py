@@ -16,7 +16,7 @@ def read_torch(path: str | os.PathLike) -> object:
     Parameters
     ----------
     path : path-like
-        A ``.pt`` file written by ``torch.save`` (checkpoint.pt, resume.pt, encoder.pt).
+        A ``.pt`` file written by ``torch.save`` (checkpoint.pt, resume-inner<i>.pt, inner-<i>.pt, encoder.pt).
 
     Returns
     -------

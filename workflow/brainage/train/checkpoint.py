@@ -1,9 +1,10 @@
-"""Torch checkpoints: the fitted network's weights with its config, loadable with weights_only=True."""
+"""Torch checkpoints: the fitted networks' weights with their config, loadable with weights_only=True."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from brainage.models import get_model
@@ -29,8 +30,34 @@ def save_checkpoint(path: str | os.PathLike, estimator, card: dict | None = None
         torch.save(state, tmp)
 
 
+class Ensemble:
+    """The K members (inner fits) of one outer fold; predicts their mean, as the fold's test predictions.
+
+    Attributes
+    ----------
+    members : list
+        Fitted torch models, in inner-fold order.
+    """
+
+    def __init__(self, members: list):
+        self.members = list(members)
+
+    def predict(self, X) -> np.ndarray:
+        """Mean of the members' predicted ages (years), shape (n_subjects,), float64."""
+        return np.mean([m.predict(X) for m in self.members], axis=0)
+
+
+def save_ensemble(path: str | os.PathLike, members: list, card: dict | None = None) -> None:
+    """Write a fold's members (fitted torch models) in one file, atomically (:func:`load_checkpoint`)."""
+    state = {"members": [m.checkpoint_state() for m in members]}
+    if card is not None:
+        state["card"] = card
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | None = None):
-    """Rebuild the fitted model saved by :func:`save_checkpoint`.
+    """Rebuild the fitted model saved by :func:`save_checkpoint`, or the members of :func:`save_ensemble`.
 
     Only tensors and plain containers are unpickled (``weights_only=True``), so a checkpoint
     from elsewhere cannot run code.
@@ -42,10 +69,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None):
 
     Returns
     -------
-    model
-        Ready for ``predict``.
+    model or Ensemble
+        Ready for ``predict`` (an :class:`Ensemble` of the members for a fold's checkpoint.pt).
     """
     state = read_torch(path)
+    if "members" in state:
+        return Ensemble([_rebuild(member, device) for member in state["members"]])
+    return _rebuild(state, device)
+
+
+def _rebuild(state: dict, device: str | None):
     estimator = get_model(state["model"], state["config"], state["seed"])
     estimator.device = device
     return estimator.load_checkpoint_state(state)

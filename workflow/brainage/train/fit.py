@@ -25,7 +25,7 @@ from brainage._codehash import code_hash
 from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS, make_folds
-from brainage.train.checkpoint import save_checkpoint
+from brainage.train.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from brainage.train.stacking import load_base_predictions
 from brainage.torchloop.data import load_inputs
 from brainage.torchloop.loop import describe_device, set_determinism, software_versions
@@ -35,12 +35,12 @@ logger = logging.getLogger(__name__)
 # Share of the training subjects a torch fit holds out for early stopping (each inner fit and
 # the final fit draw their own, from the subjects that fit may see).
 EARLY_STOPPING_FRACTION = 0.2
-# The torch models' per-epoch training state in the fold's folder: a killed job resumes from
-# it; deleted once the fold's outputs are written.
-RESUME_NAME = "resume.pt"
-# A torch model's finished inner fits (their cross-fitted predictions), kept so that a killed
-# job does not redo them; deleted with the per-epoch state.
-INNER_DONE = "inner-{k}.json"
+# The torch models' per-epoch training state of inner fit k in the fold's folder: a killed job
+# resumes from it; deleted once the fold's outputs are written.
+RESUME_NAME = "resume-inner{k}.pt"
+# A torch model's finished inner fits (each member's checkpoint), kept so that a killed job does
+# not redo them; deleted with the per-epoch state once checkpoint.pt holds every member.
+INNER_DONE = "inner-{k}.pt"
 # What a training job runs (``python -m brainage.train``): the hash of every package file it
 # imports is the code version in the per-epoch fingerprint and the model card (the same hash as
 # the rule's ``params.code``).
@@ -189,8 +189,9 @@ def predict(estimator, X: list, sites: np.ndarray) -> np.ndarray:
     return np.asarray(estimator.predict(X), dtype=np.float64)
 
 
-def cross_fit(build, X: list, y: np.ndarray, sites: np.ndarray, folds: np.ndarray, split_seed: int, store=None) -> np.ndarray:
-    """Cross-fitted predictions: each subject predicted by a model fitted on the other inner folds.
+def cross_fit(build, X: list, y: np.ndarray, sites: np.ndarray, folds: np.ndarray, split_seed: int,
+              store=None) -> tuple[np.ndarray, list]:
+    """Fit one model per inner fold on the other inner folds; predict the subjects it left out.
 
     Parameters
     ----------
@@ -207,25 +208,37 @@ def cross_fit(build, X: list, y: np.ndarray, sites: np.ndarray, folds: np.ndarra
 
     Returns
     -------
-    ndarray, shape (n_subjects,), float64
+    predicted : ndarray, shape (n_subjects,), float64
+        Each subject's cross-fitted prediction (by the member that did not see it).
+    members : list
+        The K fitted models, in inner-fold order.
     """
-    predicted = np.full(len(y), np.nan)
-    for k in np.unique(folds):
+    predicted, members = np.full(len(y), np.nan), []
+    n_fits = len(np.unique(folds))
+    for k in range(n_fits):
         out = folds == k
-        saved = store.load(k) if store is not None else None
-        if saved is None:
-            model = build(int(k))
-            fit_once(model, [X[i] for i in np.flatnonzero(~out)], y[~out], sites[~out], [split_seed, int(k)])
-            saved = predict(model, [X[i] for i in np.flatnonzero(out)], sites[out])
+        model = store.load(k) if store is not None else None
+        if model is None:
+            model = build(k)
+            fit_once(model, [X[i] for i in np.flatnonzero(~out)], y[~out], sites[~out], [split_seed, k])
             if store is not None:
-                store.save(k, saved)
-        predicted[out] = saved
-        logger.info("inner fit %d of %d: %d subjects predicted", k + 1, len(np.unique(folds)), int(out.sum()))
-    return predicted
+                store.save(k, model)
+        predicted[out] = predict(model, [X[i] for i in np.flatnonzero(out)], sites[out])
+        members.append(model)
+        logger.info("inner fit %d of %d: %d subjects predicted", k + 1, n_fits, int(out.sum()))
+    return predicted, members
+
+
+def ensemble_predict(members: list, X: list, sites: np.ndarray) -> np.ndarray:
+    """The mean of the members' predictions: how a fold's test and held-out subjects are predicted."""
+    if not len(X):
+        return np.empty(0)
+    return np.mean([predict(m, X, sites) for m in members], axis=0)
 
 
 class _InnerStore:
-    # A torch model's finished inner fits in the fold's folder, valid for the same run only.
+    # A torch model's finished inner fits (member checkpoints) in the fold's folder, valid for the
+    # same run only (fingerprint: model, parameters, seeds, subjects, inner folds, code, fit).
 
     def __init__(self, out_dir: Path, fingerprint: dict, write: bool):
         self.out_dir, self.fingerprint, self.write = out_dir, fingerprint, write
@@ -233,25 +246,32 @@ class _InnerStore:
     def path(self, k) -> Path:
         return self.out_dir / INNER_DONE.format(k=int(k))
 
-    def load(self, k) -> np.ndarray | None:
+    def _fingerprint(self, k) -> dict:
+        return json.loads(json.dumps({**self.fingerprint, "fit": f"inner {k}"}))
+
+    def load(self, k):
         path = self.path(k)
         if not path.exists():
             return None
-        saved = storage.read_json(path)
-        if saved.get("fingerprint") != json.loads(json.dumps(self.fingerprint)):
+        saved = storage.read_torch(path)
+        card = saved.get("card", {}) if isinstance(saved, dict) else {}
+        if card.get("fingerprint") != self._fingerprint(k):
             logger.warning("%s: inner fit of another run (fingerprint differs); fitting it again", path)
             return None
         logger.info("inner fit %d: reusing %s", int(k) + 1, path)
-        return np.asarray(saved["predicted_age"], dtype=np.float64)
+        member = load_checkpoint(path)
+        member.fit_info_ = card.get("fit_info", {})
+        return member
 
-    def save(self, k, predicted: np.ndarray) -> None:
+    def save(self, k, member) -> None:
         if self.write:
-            storage.write_json(self.path(k), {"fingerprint": self.fingerprint, "predicted_age": predicted.tolist()})
+            card = {"fingerprint": self._fingerprint(k), "fit_info": json.loads(json.dumps(member.fit_info_))}
+            save_checkpoint(self.path(k), member, card)
 
     def clear(self, n_folds: int) -> None:
         for k in range(n_folds):
             self.path(k).unlink(missing_ok=True)
-            (self.out_dir / f"resume-inner{k}.pt").unlink(missing_ok=True)
+            (self.out_dir / RESUME_NAME.format(k=k)).unlink(missing_ok=True)
 
 
 def train_model(
@@ -293,17 +313,21 @@ def train_model(
     out_dir : path
         Receives predictions.parquet (participant_id, model, fold, split, set, age,
         predicted_age: the fold's test subjects, its held-out subjects, both as split "test",
-        and its inner predictions), card.json and, for torch models, checkpoint.pt.
+        and its inner predictions), card.json and, for torch models, checkpoint.pt (the K
+        members' networks).
     init_encoder : path, optional
         The fold's pretrained frame encoder (``python -m brainage.pretrain encoder``) that
         cnn_rnn starts from; required exactly when ``params["pretrain"]`` is true. It must have
         been pretrained on this fold's training subjects only; its file and sha256 go into the
         card (``init_encoder``) and the predictions' provenance.
     n_inner : int
-        ``train.inner_folds``: the inner K-fold of the training subjects. Each training subject
-        gets a cross-fitted ("inner") prediction from a model fitted on the other inner folds
-        (torch models early-stop on a share of those); the age-bias line and the stack are
-        fitted on them. Then the model is refitted on all training subjects for the test fold.
+        ``train.inner_folds``: the inner K-fold of the training subjects. K models ("members")
+        are each fitted on all inner folds but one (torch models early-stop on a share of
+        those) and predict the one left out: every training subject's cross-fitted ("inner")
+        prediction, on which the age-bias line and the stack are fitted. The fold's test and
+        held-out subjects are predicted by the members' mean, so the line and the stack meet
+        predictions of the same models they were fitted on (a model refitted on all training
+        subjects would regress less to the mean than its inner predictions show).
     group_by_site : bool
         ``dataset.group_by_site``: inner folds grouped by site, as the outer folds are.
 
@@ -334,8 +358,8 @@ def train_model(
     if encoder is not None:
         fingerprint["init_encoder"] = encoder["sha256"]  # resume only from the same start
 
-    def build(k: int | None):
-        # A fresh model for inner fit k (None: the final fit on all training subjects).
+    def build(k: int):
+        # A fresh model for inner fit k.
         fresh = get_model(model, params, seeds["model"])
         if is_torch:
             _prepare_torch(fresh, threads, out_dir, fingerprint, k)
@@ -346,34 +370,30 @@ def train_model(
     store = _InnerStore(out_dir, fingerprint, write=_rank() == 0) if is_torch else None
     start = time.perf_counter()
     with threadpool_limits(limits=threads):
-        train_X = [X[i] for i in train]
-        inner_pred = cross_fit(build, train_X, ages[train], sites[train], folds, seeds["split"], store)
-        estimator = build(None)
-        fit_once(estimator, train_X, ages[train], sites[train], [seeds["split"]])
-        test_pred = predict(estimator, [X[i] for i in test], sites[test])
-        predict_info = dict(getattr(estimator, "predict_info_", {}))
-        heldout_pred = predict(estimator, [X[i] for i in heldout], sites[heldout])
+        inner_pred, members = cross_fit(build, [X[i] for i in train], ages[train], sites[train], folds, seeds["split"], store)
+        test_pred = ensemble_predict(members, [X[i] for i in test], sites[test])
+        predict_info = _predict_info(members)
+        heldout_pred = ensemble_predict(members, [X[i] for i in heldout], sites[heldout])
     seconds = time.perf_counter() - start
     predictions = _predictions_table(
         design, model, fold, np.concatenate([test, heldout]), np.concatenate([test_pred, heldout_pred]),
         train, inner_pred,
     )
-    card = _card(estimator, model, fold, seeds, seconds, predictions, len(train))
-    card["inner_folds"] = {"n_folds": int(len(np.unique(folds))), "grouped_by_site": bool(group_by_site)}
+    card = _card(members, model, fold, seeds, seconds, predictions, len(train))
+    card["inner_folds"] = {"n_folds": len(members), "grouped_by_site": bool(group_by_site)}
     card["predict_info"] = predict_info
     card["init_encoder"] = encoder
-    card["distributed"], rank = _distributed(estimator) if is_torch else (None, 0)
+    card["distributed"], rank = _distributed(members[-1]) if is_torch else (None, 0)
     if rank != 0:
         return card  # process 0 writes the fold's outputs
     provenance = {"params": card["params"], "seeds": seeds, "sources": sources, "init_encoder": encoder}
     storage.write_table(out_dir / "predictions.parquet", predictions, kind="predictions", provenance=provenance)
     if is_torch:
-        save_checkpoint(out_dir / "checkpoint.pt", estimator, card)
+        save_ensemble(out_dir / "checkpoint.pt", members, card)
     storage.write_json(out_dir / "card.json", card)
-    # The finished model is saved: the per-epoch state and the inner fits have served their purpose.
-    (out_dir / RESUME_NAME).unlink(missing_ok=True)
+    # The finished members are saved: the per-epoch states and inner fits have served their purpose.
     if store is not None:
-        store.clear(len(np.unique(folds)))
+        store.clear(len(members))
     logger.info("%s fold %d: inner MAE %.2f y, %.1f s", model, fold, card["inner_mae"], seconds)
     return card
 
@@ -431,13 +451,13 @@ def _fingerprint(model, fold, params, seeds, design, train, n_inner) -> dict:
     }
 
 
-def _prepare_torch(estimator, threads, out_dir: Path, fingerprint: dict, k: int | None) -> None:
+def _prepare_torch(estimator, threads, out_dir: Path, fingerprint: dict, k: int) -> None:
     # Loader workers only pay on a GPU, where the CPU is otherwise idle; on the CPU the
     # threads go to the arithmetic. Workers never change the result (the windows are drawn
-    # in the main process). Each fit (inner fit k, or the final fit) has its own per-epoch state.
+    # in the main process). Each inner fit has its own per-epoch state.
     estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
-    estimator.resume = out_dir / (RESUME_NAME if k is None else f"resume-inner{k}.pt")
-    estimator.fingerprint = {**fingerprint, "fit": "final" if k is None else f"inner {k}"}
+    estimator.resume = out_dir / RESUME_NAME.format(k=k)
+    estimator.fingerprint = {**fingerprint, "fit": f"inner {k}"}
 
 
 def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) -> pd.DataFrame:
@@ -456,15 +476,22 @@ def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) 
     )
 
 
-def _card(estimator, model, fold, seeds, seconds, predictions, n_train) -> dict:
+def _predict_info(members: list) -> dict:
+    # What the members reported about their last prediction (ComBat: test sites left unharmonised).
+    infos = [dict(getattr(m, "predict_info_", {})) for m in members]
+    return infos[0] if all(i == infos[0] for i in infos) else {"members": infos}
+
+
+def _card(members, model, fold, seeds, seconds, predictions, n_train) -> dict:
     inner = predictions[predictions["split"] == "inner"]
-    info = dict(getattr(estimator, "fit_info_", {}))
-    device = getattr(estimator, "device_", torch.device("cpu"))
+    infos = [dict(getattr(m, "fit_info_", {})) for m in members]
+    first = members[0]
+    device = getattr(first, "device_", torch.device("cpu"))
     return {
         "model": model,
         "fold": int(fold),
-        "input_kind": estimator.input_kind,
-        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(estimator.config).items()},
+        "input_kind": first.input_kind,
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(first.config).items()},
         "seeds": seeds,
         "versions": dict(software_versions(), sklearn=sklearn.__version__, nilearn=nilearn.__version__),
         "code": code_hash(CODE_ENTRY),
@@ -474,8 +501,9 @@ def _card(estimator, model, fold, seeds, seconds, predictions, n_train) -> dict:
         "n_test": int(((predictions["split"] == "test") & (predictions["set"] == "cv")).sum()),
         "n_heldout": int((predictions["set"] == "test").sum()),
         "train_seconds": round(float(seconds), 3),
-        "epochs_run": info.pop("epochs_run", None),
-        "best_epoch": info.pop("best_epoch", None),
+        # Per member (inner fit), in inner-fold order.
+        "epochs_run": [info.pop("epochs_run", None) for info in infos],
+        "best_epoch": [info.pop("best_epoch", None) for info in infos],
         "inner_mae": float(np.mean(np.abs(inner["predicted_age"] - inner["age"]))),
-        "fit_info": info,
+        "fit_info": infos,
     }

@@ -19,8 +19,8 @@ def load_base_predictions(
 
     A training subject gets each base model's cross-fitted (``inner``) prediction: made by a
     model that never saw it. A test or held-out subject gets the base model's ``test``
-    prediction: made by the model refitted on all training subjects. The stack is fitted on the
-    first and applied to the second, exactly as the base models are.
+    prediction: the mean of the same models. The stack is fitted on the first and applied to
+    the second, exactly as the base models' age-bias lines are.
 
     Parameters
     ----------
