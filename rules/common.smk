@@ -50,7 +50,8 @@ FOLDS = list(range(config["dataset"]["n_folds"]))
 
 def _resolve_models():
     """Each name of train.models -> (registered model, full parameters); variants resolved, and
-    the stack's base models filled in (default: every other model but the dummy) and checked."""
+    the stack's base models filled in (default: every other model but the dummy) and checked.
+    """
     resolved = {}
     for name in MODELS:
         try:
@@ -80,7 +81,6 @@ RESOLVED = _resolve_models()
 def base_model(name):
     """The registered model behind a name of train.models (itself, or a variant's ``model``)."""
     return RESOLVED[name][0]
-
 
 
 def _atlases():
@@ -291,7 +291,8 @@ def subject_outputs(kind):
 
 def model_inputs(wildcards):
     """The files a model reads, as its class declares: per-subject series or volumes, or (the
-    stack) its base models' predictions of the same fold, so a changed base model reruns it."""
+    stack) its base models' predictions of the same fold, so a changed base model reruns it.
+    """
     kind = brainage.models.input_kind(base_model(wildcards.model))
     if kind == "predictions":
         return expand(

@@ -3,7 +3,8 @@
 
 rule train_model:
     """Fit one model on the training folds (inner K-fold cross-fit, then a refit on all of them);
-    predict the test fold, and every training subject out of sample (the inner predictions)."""
+    predict the test fold, and every training subject out of sample (the inner predictions).
+    """
     input:
         cohort=rules.dataset_build.output.cohort,
         splits=rules.dataset_build.output.splits,
