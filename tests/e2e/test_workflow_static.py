@@ -31,7 +31,7 @@ def test_snakefmt_check_is_clean():
 
 def test_default_dag_has_every_stage(tmp_path):
     jobs = planned_jobs(snakemake(make_workdir(tmp_path), "-n", "--cores", "2"))
-    n_subjects, n_folds, n_models = 60, 5, 4
+    n_subjects, n_folds, n_models = 60, 5, 5  # dummy, connectome_ridge, roi_gru, cnn_rnn, stack
     assert jobs == {
         "all": 1,
         "atlas": 1,
