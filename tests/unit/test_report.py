@@ -249,8 +249,8 @@ def test_html_from_data_is_escaped(tmp_path):
 
 
 def test_panel_titles_carry_mae_and_r():
-    assert panel_titles(METRICS.iloc[1]) == ("raw: MAE 4.20 y, r 0.99", "bias-corrected: MAE 3.90 y, r 0.99")
-    assert panel_titles(METRICS.iloc[0]) == ("raw: MAE 14.50 y, r n/a", "bias-corrected: MAE 14.50 y, r n/a")
+    assert panel_titles(METRICS.iloc[1]) == ("raw: MAE 4.20 y, r 0.99", "bias-corrected, for delta analyses: delta-age r 0.01")
+    assert panel_titles(METRICS.iloc[0]) == ("raw: MAE 14.50 y, r n/a", "bias-corrected, for delta analyses: delta-age r -1.00")
 
 
 def test_figures_one_per_model_deterministic_and_site_colours_stable(inputs_once):
@@ -618,7 +618,7 @@ def test_figures_mark_held_out_subjects_and_title_their_metrics(tmp_path):
     assert model_figures(preds.assign(set="cv"), cohort, METRICS)["connectome_ridge"] != marked["connectome_ridge"]
     assert panel_titles(METRICS_HELD.iloc[1], METRICS_HELD.iloc[3]) == (
         "raw: MAE 4.20 y, r 0.99\nheld-out: MAE 6.79 y, r 0.50",
-        "bias-corrected: MAE 3.90 y, r 0.99\nheld-out: MAE 5.43 y, r 0.50",
+        "bias-corrected, for delta analyses: delta-age r 0.01\nheld-out: delta-age r -0.05",
     )
 
 

@@ -103,20 +103,25 @@ def _scatter_sets(ax, rows: pd.DataFrame, column: str, colours: dict[str, tuple]
 
 
 def panel_titles(metrics: pd.Series, heldout: pd.Series | None = None) -> tuple[str, str]:
-    """Titles of the raw and the bias-corrected panel, with that model's MAE (years) and Pearson r.
+    """Titles of the raw panel (MAE in years, Pearson r) and of the bias-corrected panel.
 
-    With ``heldout`` (the model's held-out metrics row) each title gets a second line for the
+    The corrected panel is titled with what corrected predictions are for: the correlation of
+    the brain-age delta with age (near 0 when the correction worked), not an accuracy. With
+    ``heldout`` (the model's held-out metrics row) each title gets a second line for the
     held-out test set; the first line is the cross-validation.
     """
     def title(label: str, mae: object, r: object) -> str:
         return f"{label}: MAE {format_number(mae, 2)} y, r {format_number(r, 2)}"
 
+    def delta(label: str, r: object) -> str:
+        return f"{label}: delta-age r {format_number(r, 2)}"
+
     raw = title("raw", metrics.get("mae"), metrics.get("r"))
-    corrected = title("bias-corrected", metrics.get("mae_corrected"), metrics.get("r_corrected"))
+    corrected = delta("bias-corrected, for delta analyses", metrics.get("delta_age_r_corrected"))
     if heldout is None:
         return raw, corrected
     return (raw + "\n" + title("held-out", heldout.get("mae"), heldout.get("r")),
-            corrected + "\n" + title("held-out", heldout.get("mae_corrected"), heldout.get("r_corrected")))
+            corrected + "\n" + delta("held-out", heldout.get("delta_age_r_corrected")))
 
 
 def model_figures(predictions: pd.DataFrame, cohort: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, str]:

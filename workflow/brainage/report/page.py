@@ -164,7 +164,8 @@ def _figure(model: str, png: str, held_out: bool = False) -> str:
              "fold models)") if held_out else ""
     return (f'<figure><img src="data:image/png;base64,{png}" alt="{esc(f"Predicted versus true age, {model}")}">'
             f"<figcaption>{esc(model)}: predicted against true age per test subject (left raw, right "
-            f"bias-corrected); dashed line = identity; colour = site{marks}.</figcaption></figure>")
+            f"bias-corrected for brain-age delta analyses, titled with the delta-age r, not an accuracy); dashed "
+            f"line = identity; colour = site{marks}.</figcaption></figure>")
 
 
 def _methods_section(heading: str, text: str, items: list[str]) -> str:
