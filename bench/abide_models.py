@@ -64,11 +64,11 @@ def merged_config(names: list[str]) -> dict:
 def model_params(config: dict, names: list[str]) -> dict[str, dict]:
     """Each model's --params as rules/common.smk builds them (variants resolved, stack bases filled)."""
     resolved = {n: registry.resolve(n, config["models"], config.get("variants", {})) for n in names}
-    others = [n for n, (base, _) in resolved.items() if base not in ("dummy", "stack")]
+    registered = {n: base for n, (base, _) in resolved.items()}
     params = {}
     for name, (base, p) in resolved.items():
         if base == "stack":
-            p = {**p, "models": p.get("models") or others}
+            p = {**p, "models": registry.stack_bases(p, registered)}
         params[name] = {**p, "model": base} if base != name else p
     return params
 

@@ -60,11 +60,12 @@ def _resolve_models():
             )
         except ValueError as err:
             raise WorkflowError(f"train.models: {err}") from None
-    others = [m for m, (base, _) in resolved.items() if base not in ("dummy", "stack")]
+    registered = {m: base for m, (base, _) in resolved.items()}
+    others = [m for m, base in registered.items() if base not in ("dummy", "stack")]
     for name, (base, params) in resolved.items():
         if base != "stack":
             continue
-        bases = params.get("models") or others
+        bases = brainage.models.stack_bases(params, registered)
         wrong = [m for m in bases if m not in others]
         if wrong or not bases:
             raise WorkflowError(

@@ -209,3 +209,13 @@ def test_a_variant_trains_under_its_own_name(tmp_path):
     assert (pred["model"] == "ridge_tangent").all() and card["model"] == "ridge_tangent"
     assert card["params"]["kind"] == "tangent"
     assert json.loads(json.dumps(card["seeds"]))["inner"] == derive_seeds(42, 1, "dummy")["inner"]
+
+
+def test_stack_bases_default_to_every_other_listed_model_but_the_dummy():
+    from brainage.models import stack_bases
+
+    listed = {"dummy": "dummy", "connectome_ridge": "connectome_ridge", "ridge_tangent": "connectome_ridge",
+              "roi_gru": "roi_gru", "stack": "stack", "stack_b": "stack"}
+    assert stack_bases({"models": []}, listed) == ["connectome_ridge", "ridge_tangent", "roi_gru"]
+    assert stack_bases({}, listed) == ["connectome_ridge", "ridge_tangent", "roi_gru"]
+    assert stack_bases({"models": ["roi_gru"]}, listed) == ["roi_gru"]

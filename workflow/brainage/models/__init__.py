@@ -65,6 +65,24 @@ def resolve(name: str, models: dict, variants: dict) -> tuple[str, dict]:
     return name, dict(models.get(name, {}))
 
 
+def stack_bases(params: dict, bases: dict[str, str]) -> list[str]:
+    """The base models of a stack: its ``models``, or else every other listed model but the dummy.
+
+    Parameters
+    ----------
+    params : dict
+        The stack's resolved parameters (``models``: a list, empty for the default).
+    bases : dict
+        Every name of ``train.models``, in order, mapped to its registered model (:func:`resolve`).
+
+    Returns
+    -------
+    list of str
+        Names of ``train.models``; the default leaves out the dummy and every stack.
+    """
+    return [str(m) for m in params.get("models") or [n for n, b in bases.items() if b not in ("dummy", "stack")]]
+
+
 def list_models() -> list[str]:
     """Return the names of all registered models, sorted."""
     return sorted(_REGISTRY)
@@ -173,4 +191,5 @@ def get_model(name: str, params: dict, seed: int):
 
 __all__ = [
     "TorchAgeModel", "get_model", "input_kind", "is_torch", "list_models", "make_config", "model_class", "resolve",
+    "stack_bases",
 ]

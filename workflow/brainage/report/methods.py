@@ -9,6 +9,7 @@ import pandas as pd
 from brainage import __version__
 from brainage.demo import bold_res
 from brainage.models import is_torch, resolve
+from brainage.models import stack_bases as models_stack_bases
 from brainage.report import preprocessing, sources
 from brainage.report.extraction import atlases_text, denoising_text
 from brainage.report.extraction import short_number as _num
@@ -76,10 +77,8 @@ def resolve_model(name: str, config: dict) -> tuple[str, dict]:
 
 
 def stack_bases(params: dict, config: dict) -> list[str]:
-    """The base models of a stack: its ``models``, or every other listed model but the dummy (and stacks)."""
-    if params.get("models"):
-        return [str(m) for m in params["models"]]
-    return [m for m in config["train"]["models"] if resolve_model(m, config)[0] not in ("dummy", "stack")]
+    """The base models of a stack, as the workflow resolves them (:func:`brainage.models.stack_bases`)."""
+    return models_stack_bases(params, {m: resolve_model(m, config)[0] for m in config["train"]["models"]})
 
 
 def _listed(config: dict, base: str) -> list[tuple[str, dict]]:

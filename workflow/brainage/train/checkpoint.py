@@ -23,11 +23,7 @@ def save_checkpoint(path: str | os.PathLike, estimator, card: dict | None = None
     card : dict, optional
         The model card (JSON-compatible values only), stored beside the weights.
     """
-    state = estimator.checkpoint_state()
-    if card is not None:
-        state["card"] = card
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    _write(path, estimator.checkpoint_state(), card)
 
 
 class Ensemble:
@@ -49,7 +45,10 @@ class Ensemble:
 
 def save_ensemble(path: str | os.PathLike, members: list, card: dict | None = None) -> None:
     """Write a fold's members (fitted torch models) in one file, atomically (:func:`load_checkpoint`)."""
-    state = {"members": [m.checkpoint_state() for m in members]}
+    _write(path, {"members": [m.checkpoint_state() for m in members]}, card)
+
+
+def _write(path: str | os.PathLike, state: dict, card: dict | None) -> None:
     if card is not None:
         state["card"] = card
     with atomic_path(path) as tmp:
@@ -74,11 +73,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None):
     """
     state = read_torch(path)
     if "members" in state:
-        return Ensemble([_rebuild(member, device) for member in state["members"]])
-    return _rebuild(state, device)
+        return Ensemble([model_from_state(member, device) for member in state["members"]])
+    return model_from_state(state, device)
 
 
-def _rebuild(state: dict, device: str | None):
+def model_from_state(state: dict, device: str | None = None):
+    """Rebuild one fitted torch model from a state already read (:func:`save_checkpoint`'s content)."""
     estimator = get_model(state["model"], state["config"], state["seed"])
     estimator.device = device
     return estimator.load_checkpoint_state(state)

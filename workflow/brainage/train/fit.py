@@ -25,15 +25,15 @@ from brainage._codehash import code_hash
 from brainage.errors import ConfigError, InputDataError
 from brainage.models import TorchAgeModel, get_model
 from brainage.splits import HELD_OUT_FOLD, SETS, make_folds
-from brainage.train.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
+from brainage.train.checkpoint import model_from_state, save_checkpoint, save_ensemble
 from brainage.train.stacking import load_base_predictions
 from brainage.torchloop.data import load_inputs
 from brainage.torchloop.loop import describe_device, set_determinism, software_versions
 
 logger = logging.getLogger(__name__)
 
-# Share of the training subjects a torch fit holds out for early stopping (each inner fit and
-# the final fit draw their own, from the subjects that fit may see).
+# Share of the training subjects a torch fit holds out for early stopping (each inner fit draws
+# its own, from the subjects that fit may see).
 EARLY_STOPPING_FRACTION = 0.2
 # The torch models' per-epoch training state of inner fit k in the fold's folder: a killed job
 # resumes from it; deleted once the fold's outputs are written.
@@ -247,7 +247,8 @@ class _InnerStore:
         return self.out_dir / INNER_DONE.format(k=int(k))
 
     def _fingerprint(self, k) -> dict:
-        return json.loads(json.dumps({**self.fingerprint, "fit": f"inner {k}"}))
+        # As stored in a kept member's card (plain JSON values).
+        return json.loads(json.dumps(_fit_fingerprint(self.fingerprint, k)))
 
     def load(self, k):
         path = self.path(k)
@@ -259,7 +260,7 @@ class _InnerStore:
             logger.warning("%s: inner fit of another run (fingerprint differs); fitting it again", path)
             return None
         logger.info("inner fit %d: reusing %s", int(k) + 1, path)
-        member = load_checkpoint(path)
+        member = model_from_state(saved)
         member.fit_info_ = card.get("fit_info", {})
         return member
 
@@ -457,7 +458,12 @@ def _prepare_torch(estimator, threads, out_dir: Path, fingerprint: dict, k: int)
     # in the main process). Each inner fit has its own per-epoch state.
     estimator.workers = max(0, int(threads) - 1) if torch.cuda.is_available() else 0
     estimator.resume = out_dir / RESUME_NAME.format(k=k)
-    estimator.fingerprint = {**fingerprint, "fit": f"inner {k}"}
+    estimator.fingerprint = _fit_fingerprint(fingerprint, k)
+
+
+def _fit_fingerprint(fingerprint: dict, k: int) -> dict:
+    # The run's fingerprint for inner fit k: its per-epoch state and its kept member carry it.
+    return {**fingerprint, "fit": f"inner {k}"}
 
 
 def _predictions_table(design, model, fold, test, test_pred, inner, inner_pred) -> pd.DataFrame:
