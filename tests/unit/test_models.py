@@ -38,11 +38,11 @@ def _n_params(net: torch.nn.Module) -> int:
 
 
 def test_list_models_names_every_registered_model():
-    assert list_models() == ["cnn_rnn", "connectome_ridge", "dummy", "roi_gru", "stack"]
+    assert list_models() == ["cnn_rnn", "connectome_ridge", "dummy", "roi_conn", "roi_gru", "stack"]
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru, stack"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: cnn_rnn, connectome_ridge, dummy, roi_conn, roi_gru, stack"):
         get_model("nope", {}, 0)
 
 
@@ -139,7 +139,7 @@ def test_every_model_rejects_bad_inputs(name):
         model.fit(X[:2], [np.nan, 3.0])
 
 
-@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+@pytest.mark.parametrize("name", ["roi_gru", "roi_conn", "cnn_rnn"])
 def test_torch_models_reject_other_frame_shapes(name):
     model = get_model(name, TINY_PARAMS[name], seed=3)
     X, ages = _data(model.input_kind, 6)
@@ -306,7 +306,7 @@ def _network(name: str, params: dict):
 
 @pytest.mark.parametrize(
     ("name", "param", "value"),
-    [("roi_gru", "hidden", 5), ("roi_gru", "conv_channels", 3), ("cnn_rnn", "hidden", 9),
+    [("roi_gru", "hidden", 5), ("roi_gru", "conv_channels", 3), ("roi_conn", "hidden", 7), ("cnn_rnn", "hidden", 9),
      ("cnn_rnn", "channels", [3]), ("cnn_rnn", "channels", [2, 4, 5]), ("cnn_rnn", "rnn", "lstm")],
 )
 def test_architecture_parameters_change_the_network(name, param, value):
@@ -331,6 +331,10 @@ def test_dropout_and_loop_parameters_reach_the_network_and_loop(name):
 _TRAINING_CHANGES = [("roi_gru", k, v) for k, v in
                      [("window", 5), ("epochs", 4), ("batch_size", 2), ("lr", 0.05), ("weight_decay", 5.0),
                       ("dropout", 0.6)]] + \
+                    [("roi_conn", k, v) for k, v in
+                     [("window", 10), ("epochs", 1), ("batch_size", 3), ("lr", 0.05), ("weight_decay", 5.0),
+                      ("dropout", 0.6), ("shrinkage", 0.9), ("frame_dropout", 0.5), ("alphas", [1000.0]),
+                      ("target", "log_age")]] + \
                     [("cnn_rnn", k, v) for k, v in
                      [("window", 3), ("epochs", 3), ("batch_size", 2), ("lr", 0.05), ("weight_decay", 5.0),
                       ("dropout", 0.6), ("augment", False)]]
@@ -345,9 +349,9 @@ def test_training_parameters_change_the_predictions(name, param, value):
     assert not np.allclose(base, other)
 
 
-@pytest.mark.parametrize("name", ["roi_gru", "cnn_rnn"])
+@pytest.mark.parametrize("name", ["roi_gru", "roi_conn", "cnn_rnn"])
 def test_same_seed_gives_identical_predictions(name):
-    X, ages = _data("series" if name == "roi_gru" else "volumes", 8)
+    X, ages = _data("volumes" if name == "cnn_rnn" else "series", 8)
     runs = [get_model(name, TINY_PARAMS[name], seed=s).fit(X[:6], ages[:6], X[6:], ages[6:]).predict(X)
             for s in (11, 11, 12)]
     np.testing.assert_array_equal(runs[0], runs[1])
@@ -467,7 +471,7 @@ def test_registry_input_kinds_match_the_classes_and_import_no_framework():
     for name in list_models():
         assert input_kind(name) == model_class(name).input_kind
         assert is_torch(name) == issubclass(model_class(name), TorchAgeModel)
-    with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_gru, stack"):
+    with pytest.raises(ValueError, match=r"unknown model 'svm'; valid models: cnn_rnn, connectome_ridge, dummy, roi_conn, roi_gru, stack"):
         input_kind("svm")
     # Building the DAG reads input kinds only: importing the registry must not import torch or sklearn.
     code = "import sys, brainage.models as m; m.input_kind('cnn_rnn'); print('torch' in sys.modules, 'sklearn' in sys.modules)"

@@ -19,6 +19,8 @@ _REGISTRY = {
     "dummy": ("brainage.models.baselines", "DummyAge", "series", False),
     "connectome_ridge": ("brainage.models.baselines", "ConnectomeRidge", "series", False),
     "roi_gru": ("brainage.models.roi_gru", "RoiGru", "series", True),
+    # Correlation structure of whole runs read by a network (brainage.models.connectivity).
+    "roi_conn": ("brainage.models.roi_conn", "RoiConn", "series", True),
     "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes", True),
     # Reads the base models' cross-fitted predictions of the same outer fold (their outputs).
     "stack": ("brainage.models.stack", "Stack", "predictions", False),

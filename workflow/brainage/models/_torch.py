@@ -16,6 +16,8 @@ from brainage.torchloop.loop import COMPILE_MODES, LoopSettings, predict_network
 
 logger = logging.getLogger(__name__)
 
+_TARGETS = ("age", "log_age")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TorchConfig:
@@ -36,6 +38,9 @@ class TorchConfig:
         See :class:`brainage.torchloop.loop.LoopSettings`.
     dropout : float
         Dropout probability before the linear head.
+    target : {"age", "log_age"}
+        What the network is trained on (z-scored): age in years, or log(age), with predictions
+        mapped back by exp (suits wide, right-skewed age ranges such as ABIDE's 6-58 y).
     bf16 : bool
         bfloat16 autocast on CUDA GPUs (CPU runs float32).
     compile : bool or {"default", "reduce-overhead", "max-autotune"}
@@ -50,6 +55,7 @@ class TorchConfig:
     weight_decay: float = 0.0001
     dropout: float = 0.2
     patience: int
+    target: str = "age"
     bf16: bool = True
     compile: bool | str = False
 
@@ -59,6 +65,8 @@ class TorchConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{type(self).__name__}: {key} must be an integer >= {low}, got {value!r}")
+        if self.target not in _TARGETS:
+            raise ConfigError(f"{type(self).__name__}: target must be one of {', '.join(_TARGETS)}, got {self.target!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"{type(self).__name__}: compile must be true, false or one of "
                               f"{', '.join(m for m in COMPILE_MODES if isinstance(m, str))}, got {self.compile!r}")
@@ -96,6 +104,9 @@ class TorchAgeModel:
     name = "torch"
     input_kind = "series"
     Config = None
+    # Whether early stopping also scores the network before the first epoch (a model whose
+    # :meth:`prepare` gives it a fitted start keeps that start unless training beats it).
+    validate_start = False
 
     def __init__(self, config, seed: int = 0, device: str | None = None):
         self.config = config
@@ -113,12 +124,31 @@ class TorchAgeModel:
         """Training-time augmentation of a batch on the device beyond random windows (none by default)."""
         return batch
 
+    def frames_per_pass(self, lengths: list[int]) -> int:
+        """Frames per window, given the training runs' lengths (``window`` by default)."""
+        return self.config.window
+
+    def prepare(self, net: nn.Module, arrays: list, targets: np.ndarray) -> dict:
+        """Fit the parts of the network set in closed form from the training data (none by default).
+
+        Called before the first step, before every validation and after training (on the
+        weights kept), with the training arrays and z-scored targets. Returns what the model
+        card should record (plain values; the call after training's).
+        """
+        return {}
+
+    def _to_target(self, ages: np.ndarray) -> np.ndarray:
+        return np.log(ages) if self.config.target == "log_age" else ages
+
+    def _from_target(self, values: np.ndarray) -> np.ndarray:
+        return np.exp(values) if self.config.target == "log_age" else values
+
     def loop_settings(self) -> LoopSettings:
         """The optimisation settings taken from the config."""
         c = self.config
         return LoopSettings(
             c.epochs, c.batch_size, c.lr, c.weight_decay, c.patience,
-            bf16=c.bf16, compile=c.compile, workers=int(self.workers),
+            bf16=c.bf16, compile=c.compile, workers=int(self.workers), validate_start=self.validate_start,
         )
 
     def _inputs(self, X, fitting: bool) -> list[np.ndarray]:
@@ -159,18 +189,25 @@ class TorchAgeModel:
         """
         arrays = self._inputs(X, fitting=True)
         ages = check_ages(y, len(arrays), self.name)
+        if self.config.target == "log_age" and np.any(ages <= 0):
+            raise ValueError(f"{self.name}: target log_age needs ages > 0, found {ages.min()}")
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.target_mean_ = float(ages.mean())
-        self.target_std_ = float(ages.std()) or 1.0  # identical ages: keep the scale at 1 year
+        target = self._to_target(ages)
+        self.target_mean_ = float(target.mean())
+        self.target_std_ = float(target.std()) or 1.0  # identical ages: keep the scale at 1
+        self.window_ = int(self.frames_per_pass([len(a) for a in arrays]))
         torch.manual_seed(self.seed)  # weight initialisation and dropout
         self.network_ = self.build_network(self.input_shape_).to(self.device_)
-        dataset = WindowDataset(arrays, (ages - self.target_mean_) / self.target_std_, self.config.window)
+        z_targets = (target - self.target_mean_) / self.target_std_
+        self.prepare(self.network_, arrays, z_targets)
+        dataset = WindowDataset(arrays, z_targets, self.window_)
         validate = None
         if X_valid is not None:
             valid = self._inputs(X_valid, fitting=False)
             valid_ages = check_ages(y_valid, len(valid), self.name)
 
             def validate(net: nn.Module) -> float:
+                self.prepare(net, arrays, z_targets)
                 return float(np.mean(np.abs(self._predict_years(net, valid) - valid_ages)))
 
         self.history_ = train_network(
@@ -180,12 +217,13 @@ class TorchAgeModel:
             device=self.device_, validate=validate, augment=self.augment,
             checkpoint=self.resume, fingerprint=self.fingerprint,
         )
-        self.fit_info_ = dataclasses.asdict(self.history_)
+        prepared = self.prepare(self.network_, arrays, z_targets)
+        self.fit_info_ = {**dataclasses.asdict(self.history_), **prepared}
         return self
 
     def _predict_years(self, net: nn.Module, arrays: list[np.ndarray]) -> np.ndarray:
-        z = predict_network(net, arrays, self.config.window, self.config.batch_size, self.device_, self.config.bf16)
-        return z * self.target_std_ + self.target_mean_
+        z = predict_network(net, arrays, self.window_, self.config.batch_size, self.device_, self.config.bf16)
+        return self._from_target(z * self.target_std_ + self.target_mean_)
 
     def predict(self, X) -> np.ndarray:
         """Return predicted ages (years), shape (n_subjects,), float64 (mean over windows)."""
@@ -201,6 +239,7 @@ class TorchAgeModel:
             "input_shape": list(self.input_shape_),
             "target_mean": self.target_mean_,
             "target_std": self.target_std_,
+            "window": self.window_,
             "inputs": self.input_state(),
             "state_dict": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()},
         }
@@ -210,6 +249,7 @@ class TorchAgeModel:
         self.input_shape_ = tuple(state["input_shape"])
         self.target_mean_ = float(state["target_mean"])
         self.target_std_ = float(state["target_std"])
+        self.window_ = int(state.get("window", self.config.window))  # checkpoints before "window": config's
         self.load_input_state(state.get("inputs", {}))
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network_ = self.build_network(self.input_shape_)

@@ -57,6 +57,9 @@ class LoopSettings:
         "device" uploads every training frame to the device once and cuts windows there;
         "loader" cuts them on the CPU (workers, pinned memory); "auto" takes "device" on CUDA
         when the frames fill at most a quarter of the free GPU memory. Same batches either way.
+    validate_start : bool
+        Also score the network before the first epoch (recorded as epoch 0): for a network set
+        up from the data before training (a closed-form head), which training must then beat.
     """
 
     epochs: int
@@ -68,6 +71,7 @@ class LoopSettings:
     compile: bool | str = False
     workers: int = 0
     placement: str = "auto"
+    validate_start: bool = False
 
 
 @dataclasses.dataclass
@@ -79,9 +83,11 @@ class History:
     train_loss : list of float
         Mean MSE (z-scored age) per epoch.
     valid_mae : list of float
-        Validation MAE (years) per epoch; empty without a validation set.
+        Validation MAE (years) per epoch; empty without a validation set. With
+        ``validate_start`` the first value is the untrained network's.
     best_epoch : int or None
-        1-based epoch whose weights were kept (None without validation: the last epoch's).
+        1-based epoch whose weights were kept (None without validation: the last epoch's; 0:
+        the starting weights, with ``validate_start``).
     epochs_run : int
     epoch_seconds, data_wait_seconds : list of float
         Wall time per epoch, and the part of it spent waiting for the loader's next batch.
@@ -172,7 +178,9 @@ def train_network(
     Parameters
     ----------
     net : torch.nn.Module
-        Maps a batch of windows to z-scored ages ``(B,)``; already on ``device``.
+        Maps a batch of windows to z-scored ages ``(B,)``; already on ``device``. A network with
+        a true ``reads_targets`` attribute is called as ``net(x, y)`` in training (it predicts
+        each subject from the others' targets: ``brainage.models.connectivity``).
     dataset : WindowDataset
     settings : LoopSettings
     rng : numpy.random.Generator
@@ -213,13 +221,19 @@ def train_network(
         # layer and the scatter onto the grid would break the graph.
         getattr(net, "encoder", net).compile(mode=None if settings.compile is True else settings.compile)
     rank, world = _rank_world()
+    if validate is not None and settings.validate_start and first == 1:
+        mae = float(validate(net)) if rank == 0 else math.nan
+        mae = _from_rank0(mae) if world > 1 else mae
+        logger.info("before training: inner MAE %.2f y", mae)
+        _track_best(state, net, mae, 0, settings.patience)
     # Several processes (torchrun): gradients are averaged across them after every backward
     # pass, and batch-norm statistics follow process 0's; each process sees its share of
     # every global batch.
     step_net = DistributedDataParallel(net) if world > 1 else net
     for epoch in range(first, settings.epochs + 1):
         start = time.perf_counter()
-        loss, wait, windows = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16)
+        loss, wait, windows = _train_epoch(step_net, loader, optimiser, augment, generator, device, settings.bf16,
+                                           bool(getattr(net, "reads_targets", False)))
         if world > 1:
             # Each process's last step updated the batch-norm statistics with its own share:
             # take process 0's, so that every process holds the same model.
@@ -274,7 +288,7 @@ def _track_best(state: _State, net: nn.Module, mae: float, epoch: int, patience:
     return state.stale >= patience
 
 
-def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tuple[float, float, int]:
+def _train_epoch(net, loader, optimiser, augment, generator, device, bf16, with_targets) -> tuple[float, float, int]:
     net.train()
     # The loss is summed on the device: reading it every step would make the CPU wait for the
     # GPU, and the next step's launches could no longer overlap the current step's kernels.
@@ -292,7 +306,7 @@ def _train_epoch(net, loader, optimiser, augment, generator, device, bf16) -> tu
             x = augment(x, generator)
         optimiser.zero_grad(set_to_none=True)
         with autocast(device, bf16):
-            prediction = net(x)
+            prediction = net(x, y) if with_targets else net(x)
         loss = F.mse_loss(prediction.float(), y)
         loss.backward()
         optimiser.step()
