@@ -96,6 +96,7 @@ def test_config_yaml_models_build():
         ("roi_gru", {"conv_channels": 0}, "conv_channels must be an integer >= 1, got 0"),
         ("roi_gru", {"window": 1}, "window must be an integer >= 2, got 1"),
         ("cnn_rnn", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+        ("roi_gru", {"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ("roi_gru", {"dropout": 0.95}, r"need lr > 0, weight_decay >= 0 and 0 <= dropout <= 0.9, got lr=0.001"),
         ("roi_gru", {"lr": 0.0}, r"need lr > 0.*got lr=0.0,"),
         ("cnn_rnn", {"compile": "fastest"},

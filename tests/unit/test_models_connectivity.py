@@ -121,13 +121,13 @@ def _log_correlation_features(series: list[np.ndarray], shrinkage: float) -> np.
 
 
 def test_roi_conn_starts_as_a_ridge_on_shrunk_log_correlation():
-    # With a vanishing learning rate the weights stay at their start: identity mix, zero GRU
-    # correction, head fitted in closed form. Predictions must then be scikit-learn's ridge on
-    # the same features (z-scored log-age target, mapped back to years).
+    # epochs 0 keeps the start: identity mix, zero GRU correction, head fitted in closed form.
+    # Predictions must be scikit-learn's ridge on the same features (z-scored log-age target,
+    # mapped back to years).
     rng = np.random.default_rng(6)
     ages = ages_for(24, rng)
     X = planted_series(ages, rng, n_timepoints=40)
-    params = dict(TINY_PARAMS["roi_conn"], lr=1e-12, epochs=1, target="log_age")
+    params = dict(TINY_PARAMS["roi_conn"], epochs=0, target="log_age")
     model = get_model("roi_conn", params, 0).fit(X[:18], ages[:18])
     features = _log_correlation_features(X, params["shrinkage"])
     target = np.log(ages[:18])
@@ -135,7 +135,7 @@ def test_roi_conn_starts_as_a_ridge_on_shrunk_log_correlation():
     ridge.fit(features[:18], (target - target.mean()) / target.std())
     expected = np.exp(ridge.predict(features[18:]) * target.std() + target.mean())
     np.testing.assert_allclose(model.predict(X[18:]), expected, rtol=1e-4)
-    assert model.fit_info_["head_alpha"] == ridge[-1].alpha_
+    assert model.fit_info_["head_alpha"] == ridge[-1].alpha_ and model.history_.epochs_run == 0
 
 
 def test_roi_conn_recovers_a_planted_connectivity_effect():
@@ -160,8 +160,8 @@ def test_early_stopping_keeps_the_start_when_no_epoch_beats_it():
     history = model.history_
     assert history.best_epoch == 0
     assert len(history.valid_mae) == history.epochs_run + 1 == 3  # the start, then 2 epochs (patience)
-    start = get_model("roi_conn", dict(TINY_PARAMS["roi_conn"], lr=1e-12, epochs=1), 0).fit(X[:20], ages[:20])
-    np.testing.assert_allclose(model.predict(X[20:]), start.predict(X[20:]), rtol=1e-4)
+    start = get_model("roi_conn", dict(TINY_PARAMS["roi_conn"], epochs=0), 0).fit(X[:20], ages[:20])
+    np.testing.assert_allclose(model.predict(X[20:]), start.predict(X[20:]), rtol=1e-5)
     assert np.mean(np.abs(model.predict(X[20:]) - ages[20:])) == pytest.approx(history.valid_mae[0])
 
 
@@ -181,7 +181,8 @@ def test_training_lowers_the_in_batch_leave_one_out_error():
     [({"shrinkage": 0.0}, r"shrinkage must be in \(0, 1\], got 0.0"),
      ({"frame_dropout": 0.95}, r"frame_dropout must be in \[0, 0.9\], got 0.95"),
      ({"alphas": []}, "alphas must be a non-empty list of positive numbers"),
-     ({"target": "sqrt"}, "target must be one of age, log_age, got 'sqrt'")],
+     ({"target": "sqrt"}, "target must be one of age, log_age, got 'sqrt'"),
+     ({"epochs": -1}, "epochs must be an integer >= 0, got -1")],
 )
 def test_roi_conn_invalid_parameters(params, match):
     with pytest.raises(ConfigError, match=match):

@@ -58,9 +58,11 @@ class TorchConfig:
     target: str = "age"
     bf16: bool = True
     compile: bool | str = False
+    # 0 for models whose network is fitted in closed form before training (no training then).
+    _min_epochs = 1
 
     def __post_init__(self):
-        minimum = {"hidden": 1, "window": 2, "epochs": 1, "batch_size": 1, "patience": 1}
+        minimum = {"hidden": 1, "window": 2, "epochs": self._min_epochs, "batch_size": 1, "patience": 1}
         for key, low in minimum.items():
             value = getattr(self, key)
             if not isinstance(value, int) or value < low:

@@ -31,7 +31,10 @@ class RoiConnConfig(TorchConfig):
         Probability that a training frame is left out of a pass (augmentation), in [0, 0.9].
     alphas : tuple of float
         Ridge penalties for the head's closed-form start (chosen by leave-one-out).
-    epochs, batch_size, lr, weight_decay, dropout, patience, target
+    epochs : int
+        Maximum epochs; 0 keeps the start (a ridge on the log-correlation of the atlas regions):
+        the ablation that shows what training adds.
+    batch_size, lr, weight_decay, dropout, patience, target
         See :class:`~brainage.models._torch.TorchConfig`.
     """
 
@@ -46,6 +49,7 @@ class RoiConnConfig(TorchConfig):
     shrinkage: float = 0.75
     frame_dropout: float = 0.1
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    _min_epochs = 0
 
     def __post_init__(self):
         super().__post_init__()
