@@ -10,13 +10,11 @@ import torch
 from torch import nn
 
 from brainage.errors import ConfigError
-from brainage.models._inputs import check_ages, check_arrays
+from brainage.models._inputs import TARGETS, check_ages, check_arrays
 from brainage.torchloop.data import WindowDataset
 from brainage.torchloop.loop import COMPILE_MODES, LoopSettings, predict_network, train_network
 
 logger = logging.getLogger(__name__)
-
-_TARGETS = ("age", "log_age")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,8 +65,8 @@ class TorchConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{type(self).__name__}: {key} must be an integer >= {low}, got {value!r}")
-        if self.target not in _TARGETS:
-            raise ConfigError(f"{type(self).__name__}: target must be one of {', '.join(_TARGETS)}, got {self.target!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"{type(self).__name__}: target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"{type(self).__name__}: compile must be true, false or one of "
                               f"{', '.join(m for m in COMPILE_MODES if isinstance(m, str))}, got {self.compile!r}")
@@ -190,9 +188,7 @@ class TorchAgeModel:
             Without them all ``epochs`` run and the last weights are kept.
         """
         arrays = self._inputs(X, fitting=True)
-        ages = check_ages(y, len(arrays), self.name)
-        if self.config.target == "log_age" and np.any(ages <= 0):
-            raise ValueError(f"{self.name}: target log_age needs ages > 0, found {ages.min()}")
+        ages = check_ages(y, len(arrays), self.name, self.config.target)
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         target = self._to_target(ages)
         self.target_mean_ = float(target.mean())

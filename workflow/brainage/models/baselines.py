@@ -14,13 +14,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from brainage.errors import ConfigError
-from brainage.models._inputs import check_ages, check_arrays
+from brainage.models._inputs import TARGETS, check_ages, check_arrays
 from brainage.models.harmonize import Combat, check_sites
 
 logger = logging.getLogger(__name__)
 
 _KINDS = ("correlation", "tangent", "partial correlation")
-_TARGETS = ("age", "log_age")
 _HARMONIZE = ("none", "combat")
 
 
@@ -91,8 +90,8 @@ class ConnectomeRidgeConfig:
             raise ConfigError(f"connectome_ridge: kind {self.kind!r} is not one of {', '.join(_KINDS)}")
         if not self.alphas or any(a <= 0 for a in self.alphas):
             raise ConfigError(f"connectome_ridge: alphas must be a non-empty list of positive numbers, got {self.alphas}")
-        if self.target not in _TARGETS:
-            raise ConfigError(f"connectome_ridge: target {self.target!r} is not one of {', '.join(_TARGETS)}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"connectome_ridge: target {self.target!r} is not one of {', '.join(TARGETS)}")
         if self.harmonize not in _HARMONIZE:
             raise ConfigError(f"connectome_ridge: harmonize {self.harmonize!r} is not one of {', '.join(_HARMONIZE)}")
 
@@ -173,9 +172,7 @@ class ConnectomeRidge(RegressorMixin, BaseEstimator):
         ignored otherwise.
         """
         arrays = check_arrays(X, self.input_kind, self.name)
-        ages = check_ages(y, len(arrays), self.name)
-        if self.config.target == "log_age" and np.any(ages <= 0):
-            raise ValueError(f"{self.name}: target log_age needs ages > 0, found {ages.min()}")
+        ages = check_ages(y, len(arrays), self.name, self.config.target)
         if self.uses_sites:
             labels = check_sites(sites, len(arrays), self.name)
             self.connectivity_ = self._connectivity()

@@ -138,7 +138,7 @@ class ConnectivityReader(nn.Module):
         self.correct = nn.Linear(hidden, n_signals, bias=False)
         nn.init.zeros_(self.correct.weight)  # z = u at initialisation
         n_features = n_signals * (n_signals + 1) // 2
-        # Feature standardisation, fixed by warm_start (training statistics), not trained.
+        # Feature standardisation, set by fit_head (training statistics), not trained.
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_scale", torch.ones(n_features))
         self.register_buffer("alpha", torch.ones(()))  # the head's ridge penalty, also used in training
@@ -207,7 +207,7 @@ def fit_head(reader: ConnectivityReader, features: torch.Tensor, targets: np.nda
     ----------
     reader : ConnectivityReader
     features : Tensor, shape (n_subjects, n_features)
-        :meth:`ConnectivityReader.features` of the training subjects at initialisation.
+        :meth:`ConnectivityReader.features` of the training subjects under the current weights.
     targets : ndarray, shape (n_subjects,)
         The network's training targets (z-scored age or log age).
     alphas : sequence of float

@@ -91,9 +91,10 @@ class RoiConnNet(nn.Module):
 class RoiConn(TorchAgeModel):
     """Brain age from the correlation structure of ROI series, read by a network that can learn it.
 
-    The network starts as a ridge on log-correlation features (:func:`warm_start`, on the
-    training subjects) and is then trained end to end; early stopping scores the start too, so
-    the inner validation subjects decide whether training improved on it.
+    The network starts as a ridge on log-correlation features, fitted on the training subjects
+    (:func:`~brainage.models.connectivity.fit_head`), and is then trained end to end; early
+    stopping scores the start too, so the inner validation subjects decide whether training
+    improved on it.
     """
 
     name = "roi_conn"

@@ -222,8 +222,7 @@ def train_network(
         getattr(net, "encoder", net).compile(mode=None if settings.compile is True else settings.compile)
     rank, world = _rank_world()
     if validate is not None and settings.validate_start and first == 1:
-        mae = float(validate(net)) if rank == 0 else math.nan
-        mae = _from_rank0(mae) if world > 1 else mae
+        mae = _validate_on_rank0(validate, net, rank, world)
         logger.info("before training: inner MAE %.2f y", mae)
         _track_best(state, net, mae, 0, settings.patience)
     # Several processes (torchrun): gradients are averaged across them after every backward
@@ -243,9 +242,7 @@ def train_network(
         history.train_loss.append(loss)
         history.windows.append(windows)
         history.epochs_run = epoch
-        # Process 0 validates and tells the others: one decision to stop, for all.
-        mae = float(validate(net)) if validate is not None and rank == 0 else math.nan
-        mae = _from_rank0(mae) if world > 1 else mae
+        mae = _validate_on_rank0(validate, net, rank, world)
         history.epoch_seconds.append(time.perf_counter() - start)
         history.data_wait_seconds.append(wait)
         logger.info(
@@ -269,6 +266,12 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _validate_on_rank0(validate, net: nn.Module, rank: int, world: int) -> float:
+    # Process 0 validates and tells the others (NaN without ``validate``): one decision to stop, for all.
+    mae = float(validate(net)) if validate is not None and rank == 0 else math.nan
+    return _from_rank0(mae) if world > 1 else mae
 
 
 def _from_rank0(value: float) -> float:
