@@ -354,24 +354,13 @@ def augment_volumes(
     return batch
 
 
-class CnnRnn(TorchAgeModel):
-    """Brain age from downsampled fMRI frames: 3D CNN per frame, recurrent layer over frames.
+class VolumeInputs:
+    """Inputs of the volume models: the in-mask voxels of the training subjects' union mask.
 
-    Trained on random ``window``-frame stretches with flips and jitter; a subject's prediction
-    is the mean over non-overlapping windows tiling its whole run. Inputs are
-    :class:`brainage.storage.Volumes` or full grids ``(n_timepoints, x, y, z)``; they are kept
-    as the voxels of the training subjects' union mask (``mask_``). The Volumes' shared affine
-    (``affine_``; None for bare grids, which then get no flips) places the flips' midline.
+    Inputs are :class:`brainage.storage.Volumes` or full grids ``(n_timepoints, x, y, z)``;
+    fitting fixes the mask (``mask_``) and the Volumes' shared affine (``affine_``; None for
+    bare grids), which the checkpoint keeps.
     """
-
-    name = "cnn_rnn"
-    input_kind = "volumes"
-    Config = CnnRnnConfig
-
-    def __init__(self, config: CnnRnnConfig = CnnRnnConfig(), seed: int = 0, device: str | None = None):
-        super().__init__(config, seed, device)
-        # A pretrained frame encoder file (brainage.pretrain) that fit starts from; None: random init.
-        self.init_encoder = None
 
     def _inputs(self, X, fitting: bool) -> list[np.ndarray]:
         items = list(X)
@@ -404,6 +393,26 @@ class CnnRnn(TorchAgeModel):
         """Restore the training mask and affine (None in checkpoints written without one)."""
         self.mask_ = state["mask"].numpy().astype(bool)
         self.affine_ = state["affine"].numpy() if "affine" in state else None
+
+
+class CnnRnn(VolumeInputs, TorchAgeModel):
+    """Brain age from downsampled fMRI frames: 3D CNN per frame, recurrent layer over frames.
+
+    Trained on random ``window``-frame stretches with flips and jitter; a subject's prediction
+    is the mean over non-overlapping windows tiling its whole run. Inputs are
+    :class:`brainage.storage.Volumes` or full grids ``(n_timepoints, x, y, z)``; they are kept
+    as the voxels of the training subjects' union mask (``mask_``). The Volumes' shared affine
+    (``affine_``; None for bare grids, which then get no flips) places the flips' midline.
+    """
+
+    name = "cnn_rnn"
+    input_kind = "volumes"
+    Config = CnnRnnConfig
+
+    def __init__(self, config: CnnRnnConfig = CnnRnnConfig(), seed: int = 0, device: str | None = None):
+        super().__init__(config, seed, device)
+        # A pretrained frame encoder file (brainage.pretrain) that fit starts from; None: random init.
+        self.init_encoder = None
 
     def build_network(self, sample_shape: tuple[int, ...]) -> CnnRnnNet:
         """Return the network on the training mask's grid."""

@@ -30,10 +30,15 @@ the regions and the GRU learn features on which a ridge generalises across subje
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from sklearn.linear_model import RidgeCV
 from torch import nn
+
+from brainage.errors import ConfigError
+from brainage.models._torch import TorchAgeModel, TorchConfig
 
 # Eigenvalues closer than this (relative) use the derivative of log instead of the divided
 # difference in the backward pass of :class:`SymmetricLog`.
@@ -230,3 +235,73 @@ def fit_head(reader: ConnectivityReader, features: torch.Tensor, targets: np.nda
     reader.head.bias.fill_(float(ridge.intercept_))
     reader.alpha.fill_(float(ridge.alpha_))
     return float(ridge.alpha_)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectivityConfig(TorchConfig):
+    """Parameters shared by the models that end in a :class:`ConnectivityReader` (roi_conn, cnn_conn).
+
+    Attributes
+    ----------
+    shrinkage : float
+        Weight of the identity in the shrunk correlation matrix, in (0, 1].
+    frame_dropout : float
+        Probability that a training frame is left out of a pass (augmentation), in [0, 0.9].
+    alphas : tuple of float
+        Ridge penalties for the head's closed-form fit (chosen by leave-one-out).
+    epochs : int
+        Maximum epochs; 0 keeps the closed-form start (the ablation that shows what training adds).
+    """
+
+    shrinkage: float = 0.75
+    frame_dropout: float = 0.1
+    alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    _min_epochs = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        name = self._model_name
+        if not 0 < self.shrinkage <= 1:
+            raise ConfigError(f"{name}: shrinkage must be in (0, 1], got {self.shrinkage!r}")
+        if not 0 <= self.frame_dropout <= 0.9:
+            raise ConfigError(f"{name}: frame_dropout must be in [0, 0.9], got {self.frame_dropout!r}")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise ConfigError(f"{name}: alphas must be a non-empty list of positive numbers, got {self.alphas}")
+
+    _model_name = "connectivity model"
+
+
+class ConnectivityAgeModel(TorchAgeModel):
+    """Base of the models whose network ends in a :class:`ConnectivityReader`.
+
+    The network has ``signals(x) -> (u, mask)`` (per-frame regional signals of whole runs and
+    their real frames) and ``reader``. It starts as a ridge on the log-correlation of its
+    initial signals, fitted on the training subjects (:meth:`prepare`), and is then trained end
+    to end; early stopping scores the start too, so the inner validation subjects decide
+    whether training improved on it.
+    """
+
+    validate_start = True
+
+    def frames_per_pass(self, lengths: list[int]) -> int:
+        """Whole training runs, up to ``window`` frames."""
+        return min(self.config.window, max(lengths))
+
+    def prepare(self, net: nn.Module, arrays: list[np.ndarray], targets: np.ndarray) -> dict:
+        """Fit the head as a ridge on the training subjects' features (each run read whole, in eval mode)."""
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            features = torch.cat([
+                net.reader.features(*net.signals(torch.from_numpy(a).float().to(self.device_).unsqueeze(0)))
+                for a in arrays
+            ])
+        net.train(was_training)
+        return {"head_alpha": fit_head(net.reader, features, targets, self.config.alphas)}
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Drop each frame with probability ``frame_dropout`` (a dropped frame is zeroed: masked out)."""
+        if self.config.frame_dropout == 0:
+            return batch
+        keep = torch.rand(batch.shape[:2], generator=generator, device=batch.device) >= self.config.frame_dropout
+        return batch * keep.view(*keep.shape, *[1] * (batch.dim() - 2)).to(batch.dtype)
