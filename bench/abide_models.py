@@ -3,6 +3,10 @@
 Usage:
     python bench/abide_models.py --cv 5fold [--work DIR] [--jobs 2] [--models ...] [--record]
     python bench/abide_models.py --cv loso  ...   (leave-one-site-out: + config/abide_pcp_cc200_site_cv.yaml)
+    python bench/abide_models.py --cv 5fold --volumes DIR --atlas ATLAS_DIR --models cnn_conn ...
+        (volume models on projected ABIDE: DIR from bench/abide_volumes.py, same subjects and folds;
+        ATLAS_DIR an atlas folder, e.g. CC200 built by `python -m brainage.download atlas --spec
+        '{"name": "file", "id": "cc200", "path": ".../atlas/CC200.nii.gz", "labels": null}'`)
 
 The Snakemake run (``snakemake --configfile config/abide_pcp_cc200.yaml``) fetches the series from
 the INDI bucket and converts them first (about 20 minutes on 2 cores, ``bench/abide_indi_run.py``);
@@ -43,6 +47,14 @@ from brainage import storage  # noqa: E402
 from brainage.splits import make_splits  # noqa: E402
 
 DATA = Path("/work/shared/data/abide1_pcp_cpac_filtglobal_cc200")
+# Volume models on projected ABIDE (--volumes), on log(age) as roi_conn in the ABIDE config. The
+# residual 3D CNN at the grid's resolution costs ~155 s per epoch per 96 subjects on one CPU thread
+# at 8 mm (bench/results.md), so the CPU table runs cnn_conn without it ("channels: []": the
+# atlas-started parcellation, the GRU and the reader); cnn_conn_start is its closed-form start.
+PROJECTED_VARIANTS = {
+    "cnn_conn_start": {"model": "cnn_conn", "channels": [], "epochs": 0, "target": "log_age"},
+    "cnn_conn_nocnn": {"model": "cnn_conn", "channels": [], "target": "log_age"},
+}
 OVERLAYS = {"5fold": ["abide_pcp_cc200.yaml"], "loso": ["abide_pcp_cc200.yaml", "abide_pcp_cc200_site_cv.yaml"]}
 
 
@@ -93,7 +105,17 @@ def write_inputs(work: Path, seed: int, n_folds: int, group_by_site: bool) -> li
     return paths
 
 
-def train_job(work: Path, model: str, fold: int, params: dict, inputs: list, config: dict) -> tuple[str, int, float]:
+def volume_inputs(volumes: Path, series: list[Path]) -> list[Path]:
+    """The projected volumes of the same subjects as ``series`` (bench/abide_volumes.py names them alike)."""
+    paths = [volumes / "volumes" / p.name.replace("_timeseries.parquet", "_volumes.parquet") for p in series]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"--volumes: {len(missing)} of {len(paths)} subjects have no volumes file, e.g. {missing[0]}")
+    return paths
+
+
+def train_job(work: Path, model: str, fold: int, params: dict, inputs: list, config: dict,
+              atlas: Path | None = None) -> tuple[str, int, float]:
     out = work / "models" / f"model-{model}" / f"fold-{fold}"
     if (out / "card.json").exists():
         return model, fold, 0.0
@@ -105,6 +127,7 @@ def train_job(work: Path, model: str, fold: int, params: dict, inputs: list, con
         "--seed", str(config["seed"]), "--threads", "1", "--out-dir", str(out),
         "--inner-folds", str(config["train"]["inner_folds"]),
         *(["--group-by-site"] if config["dataset"]["group_by_site"] else []),
+        *(["--atlas", str(atlas)] if atlas else []),
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
@@ -167,9 +190,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="default /tmp/brainage-abide-models-<cv>")
     parser.add_argument("--jobs", type=int, default=2, help="training jobs at once (one thread each)")
     parser.add_argument("--models", nargs="+", help="a subset of the config's train.models (the stack: its bases)")
+    parser.add_argument("--volumes", type=Path, help="projected volumes (bench/abide_volumes.py --out) for volume models")
+    parser.add_argument("--atlas", type=Path, help="atlas folder for models that start from one (cnn_conn)")
     parser.add_argument("--record", action="store_true", help="append the table to bench/results.md")
     args = parser.parse_args()
     config = merged_config(OVERLAYS[args.cv])
+    if args.volumes:
+        config["variants"] = {**config.get("variants", {}), **PROJECTED_VARIANTS}
+        config["models"]["cnn_conn"] = {**config["models"]["cnn_conn"], "target": "log_age"}
     work = args.work or Path(f"/tmp/brainage-abide-models-{args.cv}")
     work.mkdir(parents=True, exist_ok=True)
     names = args.models or config["train"]["models"]
@@ -178,7 +206,17 @@ def main() -> None:
     inputs = write_inputs(work, config["seed"], n_folds, config["dataset"]["group_by_site"])
     start = time.perf_counter()
     bases = [n for n in names if params[n].get("model", n) != "stack"]
-    run_jobs([(work, m, f, params[m], inputs, config) for m in bases for f in range(n_folds)], args.jobs)
+    jobs = []
+    for m in bases:
+        base = params[m].get("model", m)
+        data = inputs
+        if registry.input_kind(base) == "volumes":
+            if args.volumes is None:
+                raise SystemExit(f"{m} reads volumes: give --volumes (bench/abide_volumes.py)")
+            data = volume_inputs(args.volumes, inputs)
+        atlas = args.atlas if registry.reads_atlas(base) else None
+        jobs += [(work, m, f, params[m], data, config, atlas) for f in range(n_folds)]
+    run_jobs(jobs, args.jobs)
     for name in (n for n in names if n not in bases):
         files = [work / "models" / f"model-{b}" / f"fold-{f}" / "predictions.parquet" for b in params[name]["models"]
                  for f in range(n_folds)]

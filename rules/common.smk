@@ -406,6 +406,19 @@ def init_encoder_arg(wildcards, input):
     return f"--init-encoder {shlex.quote(encoder)}" if encoder else ""
 
 
+def model_atlas(wildcards):
+    """The first atlas's folder for a model that starts from an atlas (cnn_conn); else nothing."""
+    if brainage.models.reads_atlas(base_model(wildcards.model)):
+        return rules.atlas.output[0].format(atlas=PRIMARY_ATLAS)
+    return []
+
+
+def atlas_arg(wildcards, input):
+    """``--atlas DIR`` when the training job starts from an atlas."""
+    atlas = input.get("atlas")  # a path, or an empty list when there is none
+    return f"--atlas {shlex.quote(atlas)}" if atlas else ""
+
+
 def train_launcher(wildcards):
     """How a training job starts Python: torchrun with ``train.processes`` processes for torch models."""
     processes = config["train"]["processes"]

@@ -10,6 +10,7 @@ rule train_model:
         splits=rules.dataset_build.output.splits,
         data=model_inputs,
         encoder=pretrained_encoder,
+        atlas=model_atlas,
     output:
         predictions="results/models/model-{model}/fold-{fold}/predictions.parquet",
         card="results/models/model-{model}/fold-{fold}/card.json",
@@ -27,6 +28,7 @@ rule train_model:
         code=code_hash("brainage.train.__main__"),
         out_dir=train_dir,
         init_encoder=init_encoder_arg,
+        atlas=atlas_arg,
         launcher=train_launcher,
         inner_folds=config["train"]["inner_folds"],
         group_by_site="--group-by-site" if config["dataset"]["group_by_site"] else "",
@@ -35,4 +37,4 @@ rule train_model:
         " --cohort {input.cohort:q} --splits {input.splits:q} --inputs {input.data:q}"
         " --params {params.cfg:q} --seed {params.seed} --threads {threads}"
         " --inner-folds {params.inner_folds} {params.group_by_site}"
-        " --out-dir {params.out_dir:q} {params.init_encoder} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.init_encoder} {params.atlas} > {log:q} 2>&1"

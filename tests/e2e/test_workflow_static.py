@@ -143,7 +143,7 @@ def test_downloads_are_local_rules(tmp_path):
     ("config", "message"),
     [
         ({"train": {"models": ["dummy", "transformer"]}},
-         r"train.models: unknown model 'transformer'; valid models: cnn_rnn, connectome_ridge, dummy, roi_conn, roi_gru, stack"),
+         r"train.models: unknown model 'transformer'; valid models: cnn_conn, cnn_rnn, connectome_ridge, dummy, roi_conn, roi_gru, stack"),
         ({"train": {"models": ["dummy", "ridge_x"]}, "variants": {"ridge_x": {"model": "svm"}}},
          r"On instance\['variants'\]\['ridge_x'\]\['model'\]:\s+'svm'"),
         ({"train": {"models": ["dummy", "connectome_ridge", "stack"]}, "models": {"stack": {"models": ["roi_gru"]}}},

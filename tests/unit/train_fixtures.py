@@ -19,8 +19,9 @@ TINY_CNN_RNN = dict(channels=[2, 4], hidden=6, rnn="gru", window=4, epochs=2, ba
 TINY_ROI_CONN = dict(hidden=4, window=1200, epochs=3, batch_size=4, lr=0.01, weight_decay=0.0001, dropout=0.0,
                      patience=8, target="age", shrinkage=0.5, frame_dropout=0.1, alphas=[0.1, 1.0, 10.0],
                      bf16=True, compile=False)
+TINY_CNN_CONN = dict(TINY_ROI_CONN, channels=[2])
 TINY_PARAMS = {"dummy": {}, "connectome_ridge": {"kind": "correlation", "alphas": [1.0, 10.0, 100.0]},
-               "roi_gru": TINY_ROI_GRU, "roi_conn": TINY_ROI_CONN, "cnn_rnn": TINY_CNN_RNN, "stack": {"models": ["ridge", "gru"]}}
+               "roi_gru": TINY_ROI_GRU, "roi_conn": TINY_ROI_CONN, "cnn_rnn": TINY_CNN_RNN, "cnn_conn": TINY_CNN_CONN, "stack": {"models": ["ridge", "gru"]}}
 GRID = (6, 7, 6)
 # 4 mm voxels, world x = 0 half-way between voxels 2 and 3 (the grid's centre, as in MNI space):
 # left-right flips mirror the grid.

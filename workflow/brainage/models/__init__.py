@@ -22,6 +22,8 @@ _REGISTRY = {
     # Correlation structure of whole runs read by a network (brainage.models.connectivity).
     "roi_conn": ("brainage.models.roi_conn", "RoiConn", "series", True),
     "cnn_rnn": ("brainage.models.cnn_rnn", "CnnRnn", "volumes", True),
+    # The CNN-RNN that reads connectivity: residual 3D CNN, atlas-started soft parcellation, reader.
+    "cnn_conn": ("brainage.models.cnn_conn", "CnnConn", "volumes", True),
     # Reads the base models' cross-fitted predictions of the same outer fold (their outputs).
     "stack": ("brainage.models.stack", "Stack", "predictions", False),
 }
@@ -125,6 +127,22 @@ def is_torch(name: str) -> bool:
         If ``name`` is not registered; the message lists the valid names.
     """
     return _entry(name)[3]
+
+
+# Models whose training job is handed the first atlas's folder (their class's ``reads_atlas``; tested).
+_READS_ATLAS = {"cnn_conn"}
+
+
+def reads_atlas(name: str) -> bool:
+    """Whether the model registered under ``name`` starts from an atlas folder (imports nothing).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    _entry(name)
+    return name in _READS_ATLAS
 
 
 def _entry(name: str) -> tuple[str, str, str, bool]:

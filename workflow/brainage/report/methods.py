@@ -374,26 +374,39 @@ def _model_description(name: str, p: dict) -> str:
         return (f"a temporal convolution over the ROI series ({p.get('conv_channels')} channels), a GRU "
                 f"({p.get('hidden')} units), dropout {_num(p.get('dropout'))} and a linear head,{torch_common}")
     if name == "roi_conn":
-        target = ", on log(age) with predictions mapped back to years" if p.get("target") == "log_age" else ""
         return (f"a learned linear mix of the regions (the identity at the start) and a GRU ({p.get('hidden')} units) "
                 f"whose projected output corrects the regional signals (zero at the start) read whole runs (up to "
-                f"{p.get('window')} frames); each run is pooled into the correlation matrix R of the corrected signals, "
-                f"shrunk to (1 - s) R + s I with s = {_num(p.get('shrinkage'))} and mapped to the tangent space by the "
-                f"matrix logarithm (Arsigny et al. 2007); the standardised upper triangle is read by a ridge head fitted "
-                f"in closed form on the training subjects (penalty chosen by leave-one-out among "
-                f"{_num_list(p.get('alphas', []))}){target}. The network starts as that ridge on the atlas regions; "
-                f"it is then trained with AdamW (learning rate {_num(p.get('lr'))}, weight decay "
-                f"{_num(p.get('weight_decay'))}, batches of {p.get('batch_size')} subjects, frames left out with "
-                f"probability {_num(p.get('frame_dropout'))}) on the leave-one-out error of a ridge fitted within each "
-                f"batch, the head refitted before every validation, for at most {p.get('epochs')} epochs with early "
-                f"stopping (patience {p.get('patience')}) on 20 % of each fit's training subjects, the start included "
-                f"(epoch 0: training is kept only where it beats the ridge start on those subjects)")
+                f"{p.get('window')} frames); {_reader_text(p, 'the atlas regions')}")
+    if name == "cnn_conn":
+        channels = p.get("channels") or []
+        cnn = (f"a residual 3D CNN (3x3x3 convolutions with {_num_list(channels)} hidden channels at the volume "
+               f"grid's resolution, its output zero at the start) on every frame, then " if channels else "")
+        return (f"{cnn}a soft parcellation of the in-mask voxels that starts as the first atlas's region means on "
+                f"the volume grid (weight decay pulls it back to the atlas) and a GRU ({p.get('hidden')} units) whose "
+                f"projected output corrects the regional signals (zero at the start) read whole runs (up to "
+                f"{p.get('window')} frames); {_reader_text(p, 'the atlas regions measured on the volumes')}")
     if name == "cnn_rnn":
         flip = ", with random left-right flips" if p.get("flip") else ""
         return (f"a 3D CNN ({len(p.get('channels', []))} blocks of {_num_list(p.get('channels', []))} channels) "
                 f"encoding each frame, a {str(p.get('rnn')).upper()} ({p.get('hidden')} units) over the frames, "
                 f"dropout {_num(p.get('dropout'))} and a linear head,{torch_common}{flip}")
     return "a model without a description in this report"
+
+
+def _reader_text(p: dict, start: str) -> str:
+    """The connectivity reader's pooling, head and training (roi_conn, cnn_conn)."""
+    target = ", on log(age) with predictions mapped back to years" if p.get("target") == "log_age" else ""
+    return (f"each run is pooled into the correlation matrix R of the corrected signals, "
+            f"shrunk to (1 - s) R + s I with s = {_num(p.get('shrinkage'))} and mapped to the tangent space by the "
+            f"matrix logarithm (Arsigny et al. 2007); the standardised upper triangle is read by a ridge head fitted "
+            f"in closed form on the training subjects (penalty chosen by leave-one-out among "
+            f"{_num_list(p.get('alphas', []))}){target}. The network starts as that ridge on {start}; "
+            f"it is then trained with AdamW (learning rate {_num(p.get('lr'))}, weight decay "
+            f"{_num(p.get('weight_decay'))}, batches of {p.get('batch_size')} subjects, frames left out with "
+            f"probability {_num(p.get('frame_dropout'))}) on the leave-one-out error of a ridge fitted within each "
+            f"batch, the head refitted before every validation, for at most {p.get('epochs')} epochs with early "
+            f"stopping (patience {p.get('patience')}) on 20 % of each fit's training subjects, the start included "
+            f"(epoch 0: training is kept only where it beats the ridge start on those subjects)")
 
 
 def _param_list(params: dict) -> str:

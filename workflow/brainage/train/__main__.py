@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import os
 
-from brainage._cli import existing_file, json_object, positive_int, run
+from brainage._cli import existing_dir, existing_file, json_object, positive_int, run
 from brainage.train.fit import train_model
 
 
@@ -49,6 +49,7 @@ def _train(args: argparse.Namespace) -> None:
         init_encoder=args.init_encoder,
         n_inner=args.inner_folds,
         group_by_site=args.group_by_site,
+        atlas=args.atlas,
     )
 
 
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="folder for predictions.parquet, card.json, checkpoint.pt")
     p.add_argument("--init-encoder", type=existing_file, default=None,
                    help="pretrained frame encoder (brainage.pretrain encoder) for cnn_rnn with pretrain: true")
+    p.add_argument("--atlas", type=existing_dir, default=None,
+                   help="atlas folder (resources/atlases/<id>) for models that start from one (cnn_conn)")
     p.set_defaults(func=_model)
     return parser
 

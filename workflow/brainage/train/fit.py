@@ -288,6 +288,7 @@ def train_model(
     init_encoder: str | os.PathLike | None = None,
     n_inner: int = 5,
     group_by_site: bool = False,
+    atlas: str | os.PathLike | None = None,
 ) -> dict:
     """Train ``model`` on the training folds of outer fold ``fold``; write its artifacts.
 
@@ -331,6 +332,10 @@ def train_model(
         subjects would regress less to the mean than its inner predictions show).
     group_by_site : bool
         ``dataset.group_by_site``: inner folds grouped by site, as the outer folds are.
+    atlas : path, optional
+        An atlas folder (``resources/atlases/<id>``) for models that start from one
+        (``reads_atlas``: cnn_conn); required exactly for those. Its sha256 goes into the card
+        (``atlas``) and the resume fingerprint.
 
     Returns
     -------
@@ -358,6 +363,9 @@ def train_model(
     encoder = _encoder_source(estimator, model, init_encoder, fold, design["participant_id"].to_numpy()[train])
     if encoder is not None:
         fingerprint["init_encoder"] = encoder["sha256"]  # resume only from the same start
+    atlas_source = _atlas_source(estimator, model, atlas)
+    if atlas_source is not None:
+        fingerprint["atlas"] = atlas_source["sha256"]
 
     def build(k: int):
         # A fresh model for inner fit k.
@@ -366,6 +374,8 @@ def train_model(
             _prepare_torch(fresh, threads, out_dir, fingerprint, k)
         if encoder is not None:
             fresh.init_encoder = encoder["file"]
+        if atlas_source is not None:
+            fresh.atlas = atlas_source["dir"]
         return fresh
 
     store = _InnerStore(out_dir, fingerprint, write=_rank() == 0) if is_torch else None
@@ -384,6 +394,7 @@ def train_model(
     card["inner_folds"] = {"n_folds": len(members), "grouped_by_site": bool(group_by_site)}
     card["predict_info"] = predict_info
     card["init_encoder"] = encoder
+    card["atlas"] = atlas_source
     card["distributed"], rank = _distributed(members[-1]) if is_torch else (None, 0)
     if rank != 0:
         return card  # process 0 writes the fold's outputs
@@ -421,6 +432,21 @@ def _encoder_source(estimator, model, path, fold, train_ids) -> dict | None:
         )
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return {"file": os.fspath(path), "sha256": digest, "fold": card.get("fold")}
+
+
+def _atlas_source(estimator, model, path) -> dict | None:
+    # The atlas folder a model starts from: given exactly when the model reads one.
+    wanted = bool(getattr(estimator, "reads_atlas", False))
+    if wanted != (path is not None):
+        raise ConfigError(f"{model}: an atlas folder must be given exactly to models that start from one "
+                          f"({'it does' if wanted else 'it does not'}; atlas is {path})")
+    if path is None:
+        return None
+    # sha256 over the folder's files (relative names and bytes, in sorted order).
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
+    return {"dir": os.fspath(path), "sha256": digest.hexdigest()}
 
 
 def _distributed(estimator) -> tuple[dict | None, int]:
