@@ -44,24 +44,10 @@ class CnnConnConfig(ConnectivityConfig):
         Hidden channels of the residual 3D CNN's k3 convolutions, which run at the volume
         grid's resolution (one ReLU after each); empty: no CNN (the parcellation reads the
         frames as they are).
-    hidden : int
-        Units of the GRU that corrects the regional signals.
-    window : int
-        Most frames read in one pass (whole runs up to this length).
-    shrinkage, frame_dropout, alphas, epochs
+    hidden, window, epochs, shrinkage, frame_dropout, alphas, batch_size, lr, weight_decay, dropout, patience, target
         See :class:`~brainage.models.connectivity.ConnectivityConfig`.
-    batch_size, lr, weight_decay, dropout, patience, target
-        See :class:`~brainage.models._torch.TorchConfig`.
     """
 
-    hidden: int = 32
-    window: int = 1200
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    dropout: float = 0.0
-    patience: int = 8
     channels: tuple[int, ...] = (4,)
     _model_name = "cnn_conn"
 

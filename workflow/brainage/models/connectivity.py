@@ -243,16 +243,34 @@ class ConnectivityConfig(TorchConfig):
 
     Attributes
     ----------
+    hidden : int
+        Units of the GRU that corrects the regional signals (:class:`ConnectivityReader`).
+    window : int
+        Most frames read in one pass: training and test read whole runs up to this length (the
+        longest training run, if shorter); longer runs are read in windows whose predictions
+        are averaged.
+    epochs : int
+        Maximum epochs; 0 keeps the closed-form start (a ridge on the log-correlation of the
+        initial regional signals): the ablation that shows what training adds.
     shrinkage : float
         Weight of the identity in the shrunk correlation matrix, in (0, 1].
     frame_dropout : float
         Probability that a training frame is left out of a pass (augmentation), in [0, 0.9].
     alphas : tuple of float
         Ridge penalties for the head's closed-form fit (chosen by leave-one-out).
-    epochs : int
-        Maximum epochs; 0 keeps the closed-form start (the ablation that shows what training adds).
+    batch_size, lr, weight_decay, dropout, patience, target
+        See :class:`~brainage.models._torch.TorchConfig`; a batch needs a few dozen subjects
+        for the in-batch ridge that training scores.
     """
 
+    hidden: int = 32
+    window: int = 1200
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    dropout: float = 0.0
+    patience: int = 8
     shrinkage: float = 0.75
     frame_dropout: float = 0.1
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)

@@ -14,31 +14,9 @@ from brainage.models.connectivity import ConnectivityAgeModel, ConnectivityConfi
 class RoiConnConfig(ConnectivityConfig):
     """Parameters of ``roi_conn`` and their defaults (config/config.yaml lists the same values).
 
-    Attributes
-    ----------
-    hidden : int
-        Units of the GRU that corrects the regional signals (:class:`ConnectivityReader`).
-    window : int
-        Most frames read in one pass: training and test read whole runs up to this length (the
-        longest training run, if shorter); longer runs are read in windows whose predictions
-        are averaged.
-    epochs : int
-        Maximum epochs; 0 keeps the start (a ridge on the log-correlation of the atlas regions):
-        the ablation that shows what training adds.
-    shrinkage, frame_dropout, alphas
-        See :class:`~brainage.models.connectivity.ConnectivityConfig`.
-    batch_size, lr, weight_decay, dropout, patience, target
-        See :class:`~brainage.models._torch.TorchConfig`.
+    All are :class:`~brainage.models.connectivity.ConnectivityConfig`'s.
     """
 
-    hidden: int = 32
-    window: int = 1200
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    dropout: float = 0.0
-    patience: int = 8
     _model_name = "roi_conn"
 
 
