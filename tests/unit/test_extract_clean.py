@@ -11,7 +11,7 @@ from nilearn.maskers import NiftiLabelsMasker
 from nilearn.signal import clean
 
 from brainage import storage
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.clean import clean_signals, standardize_series
 from brainage.extract.params import ExtractParams
 

@@ -7,7 +7,7 @@ from extract_fixtures import PLANT_FREQ_HZ, custom_params, extract_params, make_
 from brainage.errors import InputDataError
 from brainage.extract.confounds import frames_kept, select_confounds
 from brainage import storage
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.params import ExtractParams
 
 

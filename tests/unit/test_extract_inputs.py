@@ -9,7 +9,7 @@ import pytest
 from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold, write_atlas_dir
 
 from brainage.errors import InputDataError
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.inputs import (
     atlas_on_grid,
     check_confounds_file,

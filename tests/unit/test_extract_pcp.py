@@ -24,7 +24,7 @@ from pcp_volumes import (
 
 from brainage import storage
 from brainage.errors import InputDataError
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.__main__ import main
 from brainage.extract.inputs import atlas_on_grid, header_repetition_time, load_atlas, repetition_time
 

@@ -9,7 +9,7 @@ from nilearn.maskers import NiftiMapsMasker, NiftiSpheresMasker
 
 from brainage import storage
 from brainage.errors import InputDataError
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.regions import describe_lost, load_atlas_dir, lost_regions, region_operator
 
 NO_CLEANING = {"denoise": "custom", "custom": {**extract_params()["custom"], "strategy": []}, "scrub": False, "high_pass": None, "low_pass": None, "detrend": False,

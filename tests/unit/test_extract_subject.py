@@ -9,7 +9,7 @@ from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
 
 from brainage import __version__, storage
 from brainage.errors import ConfigError, InputDataError
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.__main__ import main
 from brainage.extract.params import ExtractParams
 

@@ -6,7 +6,7 @@ from extract_fixtures import extract_params, make_subject, outputs
 
 from brainage import storage
 from brainage.errors import ConfigError
-from brainage.extract import extract_subject
+from brainage.extract.subject import extract_subject
 from brainage.extract.clean import clean_signals
 from brainage.extract.confounds import select_confounds
 from brainage.extract.params import ExtractParams
