@@ -52,8 +52,8 @@ DATA = Path("/work/shared/data/abide1_pcp_cpac_filtglobal_cc200")
 # at 8 mm (bench/results.md), so the CPU table runs cnn_conn without it ("channels: []": the
 # atlas-started parcellation, the GRU and the reader); cnn_conn_start is its closed-form start.
 PROJECTED_VARIANTS = {
-    "cnn_conn_start": {"model": "cnn_conn", "channels": [], "epochs": 0, "target": "log_age"},
-    "cnn_conn_nocnn": {"model": "cnn_conn", "channels": [], "target": "log_age"},
+    "cnn_conn_start": {"model": "cnn_conn", "channels": [], "epochs": 0},
+    "cnn_conn_nocnn": {"model": "cnn_conn", "channels": []},
 }
 OVERLAYS = {"5fold": ["abide_pcp_cc200.yaml"], "loso": ["abide_pcp_cc200.yaml", "abide_pcp_cc200_site_cv.yaml"]}
 

@@ -16,7 +16,8 @@ from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, model_class, reads_atlas
 from brainage.models.cnn_conn import ResidualCNN, atlas_parcels
 from brainage.storage import Volumes
-from train_fixtures import GRID, GRID_AFFINE, ages_for, blob_mask, planted_series
+from brainage.train.fit import train_model
+from train_fixtures import GRID, GRID_AFFINE, ages_for, blob_mask, planted_series, write_study
 
 PARAMS = dict(channels=[], hidden=4, window=1200, epochs=0, batch_size=8, lr=0.01, weight_decay=0.0001, dropout=0.0,
               patience=8, target="age", shrinkage=0.5, frame_dropout=0.0, alphas=[0.1, 1.0, 10.0], bf16=True,
@@ -128,3 +129,16 @@ def test_the_registry_knows_which_models_read_an_atlas_without_importing_them():
     assert [m for m in list_models() if reads_atlas(m)] == ["cnn_conn"]
     for name in list_models():
         assert reads_atlas(name) == getattr(model_class(name), "reads_atlas", False), name
+
+
+def test_the_train_job_takes_an_atlas_exactly_for_models_that_start_from_one(tmp_path, atlas_dir):
+    study = write_study(tmp_path, kind="series")
+    args = dict(fold=0, cohort=study["cohort"], splits=study["splits"], inputs=study["inputs"], seed=0, threads=1)
+    with pytest.raises(ConfigError, match=r"dummy: an atlas folder must be given exactly to models that start from one "
+                                          r"\(it does not; atlas is .*quadrants\)"):
+        train_model("dummy", params={}, out_dir=tmp_path / "dummy", atlas=atlas_dir, **args)
+    volumes = write_study(tmp_path / "volumes", kind="volumes")
+    args = {**args, "cohort": volumes["cohort"], "splits": volumes["splits"], "inputs": volumes["inputs"]}
+    with pytest.raises(ConfigError, match=r"cnn_conn: an atlas folder must be given exactly to models that start from "
+                                          r"one \(it does; atlas is None\)"):
+        train_model("cnn_conn", params=PARAMS, out_dir=tmp_path / "cnn_conn", **args)
