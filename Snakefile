@@ -1,5 +1,7 @@
 """brainage: brain age from resting-state fMRI, from fMRIPrep-format inputs to a report."""
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -8,7 +10,15 @@ min_version("9.0")
 include: "rules/config_syntax.smk"
 
 
-configfile: "config/config.yaml"
+# The working directory's own config/config.yaml when it has one (a copied or deployed workflow, or a
+# run with --directory that brings its config); otherwise the defaults shipped next to this Snakefile,
+# so `snakemake --directory /scratch/run` writes results/ there and still finds a config.
+DEFAULT_CONFIG = "config/config.yaml"
+if not Path(DEFAULT_CONFIG).is_file():
+    DEFAULT_CONFIG = str(Path(workflow.basedir, DEFAULT_CONFIG))
+
+
+configfile: DEFAULT_CONFIG
 
 
 include: "rules/common.smk"

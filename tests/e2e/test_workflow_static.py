@@ -1,5 +1,6 @@
 """Static checks of the workflow: lint, formatting, schema errors and dry-run DAGs."""
 
+import os
 import re
 import subprocess
 import sys
@@ -43,6 +44,24 @@ def test_default_dag_has_every_stage(tmp_path):
         "evaluate": 1,
         "report": 1,
     }
+
+
+def test_directory_option_reads_the_shipped_config_and_writes_there(tmp_path):
+    """`snakemake --snakefile REPO/Snakefile --directory DIR`: DIR holds no config/, so the workflow's own
+    config/config.yaml is read (before, Snakemake stopped: "config/config.yaml ... not present"), and
+    Snakemake's state and every output land in DIR. (No --configfile here: Snakemake skips a missing
+    default config file when one is given.)"""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(workdir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = planned_jobs(result)
+    assert jobs["demo_cohort"] == 1 and jobs["extract_subject"] == 60 and jobs["train_model"] == 25
+    assert (workdir / ".snakemake").is_dir() and not (tmp_path / ".snakemake").exists()
 
 
 def test_dag_follows_models_and_folds(tmp_path):
