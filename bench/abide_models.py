@@ -55,6 +55,14 @@ PROJECTED_VARIANTS = {
     "cnn_conn_start": {"model": "cnn_conn", "channels": [], "epochs": 0},
     "cnn_conn_nocnn": {"model": "cnn_conn", "channels": []},
 }
+# roi_conn's learning rate chosen by inner cross-validation: the config's value (1e-3) and a third
+# and three times it, and a selecting stack (method: select) that keeps, per inner fit of each outer
+# fold, the variant with the lowest MAE on the training subjects' cross-fitted predictions.
+TUNING_VARIANTS = {
+    "roi_conn_lr_low": {"model": "roi_conn", "lr": 3e-4},
+    "roi_conn_lr_high": {"model": "roi_conn", "lr": 3e-3},
+    "roi_conn_lr_cv": {"model": "stack", "method": "select", "models": ["roi_conn_lr_low", "roi_conn", "roi_conn_lr_high"]},
+}
 OVERLAYS = {"5fold": ["abide_pcp_cc200.yaml"], "loso": ["abide_pcp_cc200.yaml", "abide_pcp_cc200_site_cv.yaml"]}
 
 
@@ -155,7 +163,7 @@ def evaluate(work: Path, names: list[str], n_folds: int, config: dict) -> pd.Dat
     return storage.read_tsv(work / "metrics.tsv")
 
 
-def table(metrics: pd.DataFrame, work: Path, n_folds: int) -> str:
+def table(metrics: pd.DataFrame, work: Path, n_folds: int, stacks: list[str]) -> str:
     def ci(row, column, digits=2):
         low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
         value = row[column]
@@ -173,14 +181,16 @@ def table(metrics: pd.DataFrame, work: Path, n_folds: int) -> str:
             f"| {ci(row, 'delta_mae_vs_ridge')} | {row['mae_corrected']:.2f} "
             f"| {row['delta_age_r']:.2f} → {row['delta_age_r_corrected']:.2f} | {minutes:.1f} |"
         )
-    stack = [storage.read_json(work / "models" / "model-stack" / f"fold-{f}" / "card.json")["fit_info"]
-             for f in range(n_folds) if (work / "models" / "model-stack" / f"fold-{f}" / "card.json").exists()]
-    if stack:  # per outer fold, the mean over its K members
-        weights = pd.DataFrame([pd.DataFrame([m["weights"] for m in members]).mean() for members in stack])
-        lines.append("")
-        lines.append("Stack weights per outer fold (non-negative, fitted on the training subjects' cross-fitted predictions):")
-        lines.append("")
-        lines.append(weights.round(3).to_markdown(index=True))
+    for name in stacks:
+        cards = [work / "models" / f"model-{name}" / f"fold-{f}" / "card.json" for f in range(n_folds)]
+        if not all(c.exists() for c in cards):
+            continue
+        # Per outer fold, the mean over its K members: for a selecting stack, the share of inner fits
+        # that chose each base.
+        fits = [storage.read_json(c)["fit_info"] for c in cards]
+        weights = pd.DataFrame([pd.DataFrame([m["weights"] for m in members]).mean() for members in fits])
+        lines += ["", f"{name} weights per outer fold (fitted on the training subjects' cross-fitted predictions):", "",
+                  weights.round(3).to_markdown(index=True)]
     return "\n".join(lines)
 
 
@@ -195,6 +205,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the table to bench/results.md")
     args = parser.parse_args()
     config = merged_config(OVERLAYS[args.cv])
+    config["variants"] = {**config.get("variants", {}), **TUNING_VARIANTS}
     if args.volumes:
         config["variants"] = {**config.get("variants", {}), **PROJECTED_VARIANTS}
         config["models"]["cnn_conn"] = {**config["models"]["cnn_conn"], "target": "log_age"}
@@ -223,7 +234,7 @@ def main() -> None:
         run_jobs([(work, name, f, params[name], [p for p in files if f"fold-{f}/" in str(p)], config)
                   for f in range(n_folds)], args.jobs)
     metrics = evaluate(work, names, n_folds, config)
-    text = table(metrics, work, n_folds)
+    text = table(metrics, work, n_folds, [n for n in names if n not in bases])
     print(text)
     if args.record:
         when = datetime.date.today().isoformat()

@@ -378,6 +378,13 @@ def test_stack_sentence_appears_exactly_when_a_stack_is_listed(methods_text):
     text = methods_text(config)
     assert "The stack blend combined its configured base models (connectome_ridge, roi_gru)" in text
     assert "blend: a variant of stack (models=[connectome_ridge, roi_gru]): an intercept plus" in text
+    # A selecting stack: the choice of one base by inner cross-validation, said as such.
+    config["variants"]["lr_choice"] = {"model": "stack", "method": "select", "models": ["connectome_ridge", "roi_gru"]}
+    config["train"]["models"].append("lr_choice")
+    text = methods_text(config)
+    assert ("The stack lr_choice chose among its configured base models (connectome_ridge, roi_gru) the one model "
+            "with the lowest mean absolute error on its cross-fitted predictions of the training subjects") in text
+    assert "the one of connectome_ridge, roi_gru with the lowest cross-fitted MAE on the training subjects" in text
 
 
 COMBAT_WORDS = "site effects were removed from the connectivity features with ComBat"

@@ -139,6 +139,22 @@ def test_stack_recovers_planted_non_negative_weights_and_drops_a_harmful_model()
     assert noisy.fit_info_["weights"]["harmful"] == pytest.approx(0.0, abs=1e-12) and noisy.fit_info_["weights"]["good"] > 0.9
 
 
+def test_stack_select_keeps_the_base_of_lowest_mae_unchanged():
+    """method select: the base whose predictions of the training subjects have the lowest MAE, weight 1."""
+    ages = np.array([10.0, 20.0, 30.0, 40.0])
+    biased = ages + 3.0                                # MAE 3, MSE 9
+    spike = ages + np.array([0.0, 0.0, 0.0, 10.0])     # MAE 2.5, MSE 25: chosen by MAE, not by squared error
+    far = ages - 5.0                                   # MAE 5
+    stack = Stack(StackConfig(models=("biased", "spike", "far"), method="select"))
+    stack.fit(list(np.column_stack([biased, spike, far])), ages)
+    assert stack.fit_info_["weights"] == {"biased": 0.0, "spike": 1.0, "far": 0.0}
+    assert stack.fit_info_["intercept"] == 0.0
+    assert stack.fit_info_["inner_mae"] == {"biased": 3.0, "spike": 2.5, "far": 5.0}
+    np.testing.assert_array_equal(stack.predict(list(np.array([[50.0, 61.0, 70.0], [5.0, 6.0, 7.0]]))), [61.0, 6.0])
+    with pytest.raises(ConfigError, match="stack: method must be one of nnls, select, got 'best'"):
+        StackConfig(models=("a",), method="best")
+
+
 def test_stack_is_fitted_on_cross_fitted_predictions_and_applied_to_the_test_predictions(tmp_path):
     study = write_study(tmp_path, n=90, n_folds=3)
     bases = {"dummy": {}, "connectome_ridge": TINY_PARAMS["connectome_ridge"]}

@@ -1,4 +1,5 @@
-"""Stacking: a non-negative linear combination of the base models' cross-fitted predictions."""
+"""Stacking: a non-negative linear combination of the base models' cross-fitted predictions, or the
+choice of one of them (hyperparameter selection by inner cross-validation)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from brainage.errors import ConfigError
 from brainage.models._inputs import check_ages, check_arrays
 
 
+METHODS = ("nnls", "select")
+
+
 @dataclasses.dataclass(frozen=True)
 class StackConfig:
     """Parameters of ``stack`` and their defaults (config/config.yaml lists the same values).
@@ -21,11 +25,20 @@ class StackConfig:
         The base models combined: names of ``train.models`` (variants included), each trained
         in the same outer folds. Empty: every other model of ``train.models`` except the dummy
         (filled in by the workflow).
+    method : {"nnls", "select"}
+        ``nnls``: an intercept plus non-negative weights (stacked generalisation). ``select``: the
+        one base model whose cross-fitted predictions of the training subjects have the lowest mean
+        absolute error, unchanged (weight 1, intercept 0). Listing variants of one model that differ
+        in a hyperparameter makes ``select`` a choice of that hyperparameter by inner
+        cross-validation, on each outer fold's training subjects only.
     """
 
     models: tuple[str, ...] = ()
+    method: str = "nnls"
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"stack: method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if "stack" in self.models:
             raise ConfigError("stack: models must not include the stack itself")
         if len(set(self.models)) < len(self.models):
@@ -42,6 +55,7 @@ class Stack:
     subjects, so the outer test fold never steers the combination. A weight of 0 drops a model:
     the choice of the stacking set is made on the training subjects only. scikit-learn's
     ``LinearRegression(positive=True)`` solves the constrained least squares (scipy's NNLS).
+    With ``method="select"`` the combination is the single base model of lowest cross-fitted MAE.
 
     Parameters
     ----------
@@ -75,11 +89,18 @@ class Stack:
         """Fit the weights on ``X`` (per subject: the base models' predicted ages) and ages ``y``."""
         matrix = self._matrix(X)
         ages = check_ages(y, len(matrix), self.name)
-        self.regression_ = LinearRegression(positive=True).fit(matrix, ages)
-        weights = {m: float(w) for m, w in zip(self.config.models, self.regression_.coef_)}
-        self.fit_info_ = {"weights": weights, "intercept": float(self.regression_.intercept_)}
+        if self.config.method == "select":
+            errors = np.abs(matrix - ages[:, None]).mean(axis=0)
+            self.weights_ = np.eye(len(self.config.models))[int(np.argmin(errors))]
+            self.intercept_ = 0.0
+            extra = {"inner_mae": {m: float(e) for m, e in zip(self.config.models, errors)}}
+        else:
+            regression = LinearRegression(positive=True).fit(matrix, ages)
+            self.weights_, self.intercept_, extra = regression.coef_, float(regression.intercept_), {}
+        weights = {m: float(w) for m, w in zip(self.config.models, self.weights_)}
+        self.fit_info_ = {"weights": weights, "intercept": self.intercept_, **extra}
         return self
 
     def predict(self, X) -> np.ndarray:
         """Return the combined predicted ages (years), shape (n_subjects,), float64."""
-        return np.asarray(self.regression_.predict(self._matrix(X)), dtype=np.float64)
+        return np.asarray(self.intercept_ + self._matrix(X) @ self.weights_, dtype=np.float64)

@@ -276,6 +276,14 @@ def _stack_sentences(config: dict) -> list[str]:
         chosen = ("its configured base models" if params.get("models")
                   else "every other listed model but the dummy")
         named = "The stack" if name == "stack" else f"The stack {name}"
+        if params.get("method") == "select":
+            sentences.append(
+                f"{named} chose among {chosen} ({', '.join(stack_bases(params, config))}) the one model with the "
+                "lowest mean absolute error on its cross-fitted predictions of the training subjects, within each "
+                "outer fold (once per inner fit, whose test predictions are averaged), and used that model's "
+                "predictions unchanged: a choice by inner cross-validation, so the test folds never steered it."
+            )
+            continue
         sentences.append(
             f"{named} combined {chosen} ({', '.join(stack_bases(params, config))}) as an intercept plus "
             "non-negative weights times their predicted ages (non-negative least squares with intercept, "
@@ -367,6 +375,9 @@ def _model_description(name: str, p: dict) -> str:
         return (f"{p.get('kind')} functional connectivity between the regions (nilearn ConnectivityMeasure, "
                 f"vectorised without the diagonal){combat}, standardised, then ridge regression with the penalty "
                 f"chosen by RidgeCV among {_num_list(p.get('alphas', []))}{target}")
+    if name == "stack" and p.get("method") == "select":
+        return (f"the one of {', '.join(p.get('models', []))} with the lowest cross-fitted MAE on the training "
+                "subjects (selection by inner cross-validation; see Validation)")
     if name == "stack":
         return (f"an intercept plus non-negative weights times the predicted ages of "
                 f"{', '.join(p.get('models', []))} (stacking; see Validation)")
