@@ -1,6 +1,8 @@
 """Config validation, the subject list, input functions, target lists and rerun triggers."""
 
+import dataclasses
 import functools
+import hashlib
 import json
 import os
 import shlex
@@ -29,7 +31,7 @@ import brainage.download.atlas
 import brainage.download.indi
 import brainage.models
 import brainage.participants
-import brainage.participants.inputs
+import brainage.participants.discover
 import brainage.storage
 
 # Defaults from the schema are filled in; an unknown or malformed key stops here, named.
@@ -98,12 +100,15 @@ def _atlases():
 ATLASES = _atlases()
 PRIMARY_ATLAS = next(iter(ATLASES))
 
-# fMRIPrep file names (23-25), with {subject} the BIDS label without "sub-".
-BOLD = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.nii.gz"
-BOLD_JSON = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.json"
-MASK = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz"
-CONFOUNDS = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
-CONFOUNDS_JSON = f"{DERIV}/sub-{{subject}}/func/sub-{{subject}}_task-{TASK}_desc-confounds_timeseries.json"
+# The runs to use (inputs: task, space, res, session, runs, bids_filter): found in the
+# derivatives by brainage.participants.discover, which parses fMRIPrep's names with pybids.
+SELECTION = brainage.participants.discover.Selection.from_config(config["inputs"], RES)
+# The demo's files are written by a job, so they are named here before they exist (the names
+# fMRIPrep gives; their companions are named from the BOLD as discovery names them).
+DEMO_BOLD = (
+    "resources/demo/derivatives/sub-{subject}/func/sub-{subject}_task-"
+    f"{TASK}_space-{SPACE}_res-{RES}_desc-preproc_bold.nii.gz"
+)
 
 
 def _datasets():
@@ -135,40 +140,48 @@ RAW_DATASETS = [
 ]
 
 
-def bold_template(wildcards):
-    """The BOLD file pattern itself (a function, so Snakemake leaves {subject} unexpanded)."""
-    return BOLD
-
-
-# The other files extraction reads beside the BOLD (sidecar, mask, confounds), unexpanded.
-OTHER_INPUTS = [BOLD_JSON, MASK, CONFOUNDS]
-
-
-def input_templates(wildcards):
-    """The patterns of the other files extraction reads (a function: {subject} stays unexpanded)."""
-    return OTHER_INPUTS
-
-
 def _subjects():
-    """Subjects to extract: the demo's, or those of participants.tsv that have every input file.
+    """Subjects to extract and each one's run files: the demo's, or those of participants.tsv
+    whose runs discovery finds with every file present and the subject's own.
 
-    Subjects lacking one (BOLD, its sidecar, mask, confounds) are not dropped silently: the
-    participants stage records them, naming the file; the others still run.
+    Subjects without a usable run are not dropped silently: the participants stage runs the same
+    rule (brainage.participants.subject_files) and records each, naming the file or pattern.
     INDI subjects are known only after the download (``indi_subjects``).
     """
     if INDI:
-        return []
+        return {}
     if DEMO:
-        return brainage.demo.subject_ids(config["demo"]["n_subjects"])
+        return {
+            s: [
+                brainage.participants.discover.Run(
+                    Path(DEMO_BOLD.format(subject=s)), ()
+                )
+            ]
+            for s in brainage.demo.subject_ids(config["demo"]["n_subjects"])
+        }
     ids = brainage.participants.read_participant_ids(PARTICIPANTS)
-    # The participants stage's own rules (files present, the subject's own, no shared BOLD):
-    # a subject it excludes is not extracted either.
-    problems = brainage.participants.inputs.input_problems(ids, BOLD, OTHER_INPUTS)
     excluded = {pid.removeprefix("sub-") for pid in config["inputs"]["exclude"]}
-    return [s for s in ids if s not in problems and s not in excluded]
+    runs, _ = brainage.participants.subject_files(
+        [s for s in ids if s not in excluded], DERIV, SELECTION
+    )
+    return runs
 
 
-SUBJECTS = _subjects()
+RUNS = _subjects()
+
+
+def selection_json():
+    """The run selection as the participants stage reads it (--selection)."""
+    return json.dumps(dataclasses.asdict(SELECTION), sort_keys=True)
+
+
+def runs_digest():
+    """A digest of every subject's run files: which runs were found, not their content."""
+    listing = {s: [str(run.bold) for run in runs] for s, runs in RUNS.items()}
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SUBJECTS = list(RUNS)
 
 
 wildcard_constraints:
@@ -317,14 +330,10 @@ def extract_inputs(wildcards):
     downloaded PCP func_preproc + mask (already denoised: no confounds)."""
     atlas = {"atlases": expand(rules.atlas.output[0], atlas=ATLASES)}
     if not INDI:
-        files = {
-            "bold": BOLD,
-            "bold_json": BOLD_JSON,
-            "mask": MASK,
-            "confounds": CONFOUNDS,
-        }
+        runs = RUNS[wildcards.subject]
         return {
-            k: v.format(subject=wildcards.subject) for k, v in files.items()
+            kind: [str(run.files[kind]) for run in runs]
+            for kind in ("bold", "bold_json", "mask", "confounds")
         } | atlas
     name, _ = subject_files(wildcards.subject)
     if name in RAW_DATASETS:
@@ -337,12 +346,13 @@ def extract_inputs(wildcards):
 
 
 def confounds_arg(wildcards, input):
-    """``--confounds FILE`` when the input has fMRIPrep confounds (PCP volumes are already denoised)."""
-    return (
-        f"--confounds {shlex.quote(input.confounds)}"
-        if "confounds" in input.keys()
-        else ""
-    )
+    """``--confounds FILE...`` when the input has fMRIPrep confounds (PCP volumes are already
+    denoised): one table (raw BIDS preprocessed here) or one per run (derivatives)."""
+    if "confounds" not in input.keys():
+        return ""
+    files = input.confounds
+    files = [files] if isinstance(files, str) else list(files)
+    return "--confounds " + " ".join(shlex.quote(f) for f in files)
 
 
 def model_outputs(name):

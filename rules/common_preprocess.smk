@@ -10,10 +10,12 @@ TEMPLATEFLOW = PREP["engine"] != "docker"  # the docker image carries its own te
 # {funcdir} is "func" or "ses-<label>/func"; {entities} the run's entities, e.g.
 # "ses-1_task-rest_acq-2_run-1" (fMRIPrep keeps every source entity).
 PREP_STEM = "results/fmriprep/sub-{subject}/{funcdir}/sub-{subject}_{entities}"
+# inputs.res null: the space is asked for without a resolution, and fMRIPrep writes no res-.
+PREP_SPACE = f"{SPACE}_res-{RES}" if RES else SPACE
 PREP_FILES = {
-    "bold": f"{PREP_STEM}_space-{SPACE}_res-{RES}_desc-preproc_bold.nii.gz",
-    "bold_json": f"{PREP_STEM}_space-{SPACE}_res-{RES}_desc-preproc_bold.json",
-    "mask": f"{PREP_STEM}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
+    "bold": f"{PREP_STEM}_space-{PREP_SPACE}_desc-preproc_bold.nii.gz",
+    "bold_json": f"{PREP_STEM}_space-{PREP_SPACE}_desc-preproc_bold.json",
+    "mask": f"{PREP_STEM}_space-{PREP_SPACE}_desc-brain_mask.nii.gz",
     "confounds": f"{PREP_STEM}_desc-confounds_timeseries.tsv",
     "confounds_json": f"{PREP_STEM}_desc-confounds_timeseries.json",
 }
@@ -90,7 +92,7 @@ def _job(wildcards):
         work_dir=f"{PREP['work_dir']}/sub-{wildcards.subject}",
         license_file=str(fmriprep_ready()["license"]),
         templateflow_home=PREP["templateflow"]["home"] if TEMPLATEFLOW else None,
-        output_space=f"{SPACE}:res-{RES}",
+        output_space=f"{SPACE}:res-{RES}" if RES else SPACE,
     )
 
 

@@ -36,14 +36,16 @@ else:
             "../envs/brainage.yaml"
         params:
             dataset=config["inputs"]["dataset"],
-            bold=bold_template,
-            inputs=input_templates,
+            derivatives=DERIV,
+            selection=selection_json(),
+            # The runs found (a change in the derivatives folder reruns the manifest).
+            runs=runs_digest(),
             exclude=json.dumps(config["inputs"]["exclude"], sort_keys=True),
             code=code_hash("brainage.participants.__main__"),
         shell:
             "python -m brainage.participants manifest --participants {input:q}"
-            " --dataset {params.dataset:q} --bold-template {params.bold:q}"
-            " --input-templates {params.inputs:q} --exclude {params.exclude:q}"
+            " --dataset {params.dataset:q} --derivatives {params.derivatives:q}"
+            " --selection {params.selection:q} --exclude {params.exclude:q}"
             " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
 
 

@@ -6,11 +6,15 @@ if DEMO:
         """Generate the embedded synthetic cohort in fMRIPrep 23-25 layout (seeded, offline)."""
         output:
             participants="resources/demo/participants.tsv",
-            bold=expand(BOLD, subject=SUBJECTS),
-            bold_json=expand(BOLD_JSON, subject=SUBJECTS),
-            mask=expand(MASK, subject=SUBJECTS),
-            confounds=expand(CONFOUNDS, subject=SUBJECTS),
-            confounds_json=expand(CONFOUNDS_JSON, subject=SUBJECTS),
+            bold=[str(run.bold) for runs in RUNS.values() for run in runs],
+            bold_json=[str(run.bold_json) for runs in RUNS.values() for run in runs],
+            mask=[str(run.mask) for runs in RUNS.values() for run in runs],
+            confounds=[str(run.confounds) for runs in RUNS.values() for run in runs],
+            confounds_json=[
+                str(run.confounds.with_suffix(".json"))
+                for runs in RUNS.values()
+                for run in runs
+            ],
         log:
             "logs/demo_cohort.log",
         conda:

@@ -33,7 +33,7 @@ if INDI and RAW_DATASETS and TEMPLATEFLOW:
                 {k: PREP["templateflow"][k] for k in ("templates", "resolutions")},
                 sort_keys=True,
             ),
-            space=f"{SPACE}:res-{RES}",
+            space=f"{SPACE}:res-{RES}" if RES else SPACE,
             home=PREP["templateflow"]["home"],
             code=code_hash("brainage.preprocess.__main__"),
         shell:

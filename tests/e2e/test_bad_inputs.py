@@ -4,6 +4,7 @@ import html
 import json
 import os
 import re
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from brainage.demo.generate import generate_demo
+from fmriprep_layouts import rename_demo_run, run_names
 from snakemake_helpers import make_workdir, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -119,17 +121,40 @@ def _corrupt(src):
     }
 
 
+def _fmriprep_names(src):
+    """Give three good subjects the names a real fMRIPrep 24/25 run writes; return the BOLD each must use.
+
+    sub-026: two sessions of two runs, no res- (a space asked for without a resolution); sub-027:
+    run-1 in two acquisitions (acq-mb, acq-sb) and a run-2; sub-028: no res-. The copies are
+    copies (their own files), not links.
+    """
+    deriv = src / "derivatives"
+    first = rename_demo_run(deriv, "026", "8", ses="1", run=1)
+    for ses, run in (("1", 2), ("2", 1), ("2", 2)):
+        for kind, name in run_names("026", ses=ses, run=run).items():
+            (deriv / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(first[kind], deriv / name)
+    sb = rename_demo_run(deriv, "027", "8", acq="sb", run=1, res="8")
+    for acq, run in (("mb", 1), (None, 2)):
+        for kind, name in run_names("027", acq=acq, run=run, res="8").items():
+            shutil.copy(sb[kind], deriv / name)
+    rename_demo_run(deriv, "028", "8")
+    return {"sub-026": run_names("026", ses="1", run=1)["bold"], "sub-027": run_names("027", acq="mb", run=1, res="8")["bold"],
+            "sub-028": run_names("028")["bold"]}
+
+
 @pytest.fixture(scope="module")
 def bad_run(tmp_path_factory):
     src = tmp_path_factory.mktemp("study")
     generate_demo(src, {"n_subjects": N_SUBJECTS, "sites": ["siteA", "siteB"], "n_timepoints": 80, "tr": 2.0,
                         "voxel_size": 8, "age_min": 8.0, "age_max": 80.0}, seed=7)
     expected = _corrupt(src) | _file_problems(src)
+    real_names = _fmriprep_names(src)
     # A good subject left out on purpose, with the user's reason (its files stay untouched).
     expected["sub-025"] = ("participants", r"^excluded in the config \(inputs\.exclude\): incidental finding$")
     config = {
         "inputs": {"source": "fmriprep", "derivatives": str(src / "derivatives"),
-                   "participants": str(src / "participants.tsv"), "dataset": "study", "res": "8",
+                   "participants": str(src / "participants.tsv"), "dataset": "study",
                    "exclude": {"sub-025": "incidental finding"}},
         "atlases": [{"name": "kmeans", "n_regions": 20}],
         "extract": {"volume_voxel_size": 16},
@@ -138,11 +163,11 @@ def bad_run(tmp_path_factory):
     }
     workdir = make_workdir(tmp_path_factory.mktemp("work"), config)
     result = snakemake(workdir, "--cores", "2")
-    return workdir, expected, result
+    return workdir, expected, result, real_names
 
 
 def test_every_bad_subject_is_excluded_with_its_reason(bad_run):
-    workdir, expected, _ = bad_run
+    workdir, expected, _, _ = bad_run
     exclusions = pd.read_csv(workdir / "results/dataset/exclusions.tsv", sep="\t").set_index("participant_id")
     assert sorted(exclusions.index) == sorted(expected)
     for participant, (stage, reason) in expected.items():
@@ -151,14 +176,22 @@ def test_every_bad_subject_is_excluded_with_its_reason(bad_run):
             participant, exclusions.loc[participant, "reason"])
 
 
+def test_runs_named_as_fmriprep_names_them_are_found_and_the_documented_one_is_used(bad_run):
+    """Sessions, runs, acquisitions and no res- (inputs.res null): found, and the first run used."""
+    workdir, _, _, real_names = bad_run
+    for participant, bold in real_names.items():
+        qc = json.loads((workdir / f"results/extract/{participant}/{participant}_qc.json").read_text())
+        assert qc["status"] == "included" and qc["bold"] == bold.rsplit("/", 1)[1], (participant, qc["bold"])
+
+
 def test_a_subject_the_config_excludes_is_not_extracted(bad_run):
-    workdir, _, _ = bad_run
+    workdir, _, _, _ = bad_run
     assert not (workdir / "results/extract/sub-025").exists()
     assert (workdir / "results/extract/sub-024").is_dir()
 
 
 def test_the_other_subjects_finish(bad_run):
-    workdir, expected, _ = bad_run
+    workdir, expected, _, _ = bad_run
     predictions = pd.read_parquet(workdir / "results/evaluate/predictions.parquet")
     kept = {f"sub-{i:03d}" for i in range(1, N_SUBJECTS + 1)} - set(expected)
     assert {"sub-016", "sub-022", "sub-024"} <= kept  # a link target's owner, an annexed subject
@@ -168,7 +201,7 @@ def test_the_other_subjects_finish(bad_run):
 
 @pytest.mark.parametrize("subject", ["001", "009", "010", "011", "017", "021"])
 def test_each_failure_is_one_clear_log_line(bad_run, subject):
-    workdir, _, _ = bad_run
+    workdir, _, _, _ = bad_run
     log = (workdir / f"logs/extract/sub-{subject}.log").read_text()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1
@@ -177,7 +210,7 @@ def test_each_failure_is_one_clear_log_line(bad_run, subject):
 
 
 def test_report_shows_every_exclusion(bad_run):
-    workdir, expected, _ = bad_run
+    workdir, expected, _, _ = bad_run
     page = (workdir / "results/report.html").read_text()
     table = page[page.index('class="dataframe exclusions"'):]
     table = table[:table.index("</table>")]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fmriprep_layouts import SPACE, write_run
 from snakemake_helpers import REPO, make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -62,6 +63,33 @@ def test_directory_option_reads_the_shipped_config_and_writes_there(tmp_path):
     jobs = planned_jobs(result)
     assert jobs["demo_cohort"] == 1 and jobs["extract_subject"] == 60 and jobs["train_model"] == 25
     assert (workdir / ".snakemake").is_dir() and not (tmp_path / ".snakemake").exists()
+
+
+def test_runs_all_gives_one_extraction_every_run_of_the_session_in_order(tmp_path):
+    """inputs.runs: all: the subject's runs of the first session reach one job, BOLD, mask and confounds in
+    the same run order; a subject with one run gets one of each."""
+    deriv = tmp_path / "data" / "derivatives"
+    for run in (2, 1):
+        write_run(deriv, "01", ses="1", run=run)
+    write_run(deriv, "01", ses="2", run=1)
+    for label in ("02", "03", "04"):
+        write_run(deriv, label)
+    participants = tmp_path / "data" / "participants.tsv"
+    participants.write_text("participant_id\tage\tsex\tsite\n" + "".join(
+        f"sub-{x}\t{20 + i}\tF\tA\n" for i, x in enumerate(["01", "02", "03", "04"])))
+    config = {"inputs": {"source": "fmriprep", "derivatives": str(deriv), "participants": str(participants),
+                         "runs": "all"},
+              "dataset": {"n_folds": 2}, "train": {"models": ["dummy"]}}
+    text = snakemake(make_workdir(tmp_path / "work", config), "-n", "-p", "--cores", "1").stdout
+    command = next(line for line in text.splitlines() if "--participant-id sub-01" in line)
+    bolds = command.split("--bold ")[1].split(" --mask")[0].split()
+    confounds = command.split("--confounds ")[1].split(" --atlas")[0].split()
+    assert [Path(b).name for b in bolds] == [f"sub-01_ses-1_task-rest_run-{r}_space-{SPACE}_desc-preproc_bold.nii.gz"
+                                             for r in (1, 2)]
+    assert [Path(c).name for c in confounds] == [f"sub-01_ses-1_task-rest_run-{r}_desc-confounds_timeseries.tsv"
+                                                 for r in (1, 2)]
+    single = next(line for line in text.splitlines() if "--participant-id sub-02" in line)
+    assert len(single.split("--bold ")[1].split(" --mask")[0].split()) == 1
 
 
 def test_dag_follows_models_and_folds(tmp_path):

@@ -255,3 +255,64 @@ def test_params_need_every_schema_key():
     with pytest.raises(ConfigError, match=r"missing keys \['min_frames'\], unknown keys \[\]"):
         ExtractParams.from_dict(params)
     assert ExtractParams.from_dict(extract_params()).to_dict() == extract_params()
+
+
+# --- several runs (inputs.runs: all) -------------------------------------------------------
+
+
+def _run_pair(tmp_path, **second):
+    """Two runs of one subject (their own folders): 100 frames with an FD spike, then 80 frames."""
+    return make_subject(tmp_path / "run1", fd_spikes={40: 0.9}), make_subject(tmp_path / "run2", n=80, seed=1, **second)
+
+
+def test_runs_are_denoised_one_by_one_then_joined_in_time(tmp_path):
+    one, two = _run_pair(tmp_path)
+    params = extract_params()
+    separate = []
+    for k, run in enumerate((one, two)):
+        out = outputs(tmp_path / f"alone{k}")
+        extract_subject("sub-01", run.bold, run.mask, [one.atlas_dir], params, **out, confounds=run.confounds)
+        separate.append(out)
+    joined = outputs(tmp_path / "joined")
+    qc = extract_subject("sub-01", [one.bold, two.bold], [one.mask, two.mask], [one.atlas_dir], params, **joined,
+                         confounds=[one.confounds, two.confounds])
+    alone = [storage.read_json(out["qc_out"]) for out in separate]
+    # Each run cleaned and standardised on its own (same masks here, so the same regions), then stacked.
+    series = storage.read_timeseries(joined["series_out"][0])
+    np.testing.assert_allclose(series.data, np.concatenate(
+        [storage.read_timeseries(out["series_out"][0]).data for out in separate]), atol=1e-6)
+    np.testing.assert_allclose(storage.read_volumes(joined["volumes_out"]).data, np.concatenate(
+        [storage.read_volumes(out["volumes_out"]).data for out in separate]), atol=1e-3)
+    assert qc["status"] == "included" and qc["n_timepoints"] == 180 and qc["tr"] == 2.0
+    assert qc["n_frames_kept"] == alone[0]["n_frames_kept"] + alone[1]["n_frames_kept"] == series.data.shape[0]
+    assert qc["fd"] == alone[0]["fd"] + alone[1]["fd"] and qc["max_fd"] == pytest.approx(0.9)
+    known = [v for v in qc["fd"] if v is not None]
+    assert qc["mean_fd"] == pytest.approx(np.mean(known))
+    assert qc["mean_std_dvars"] == pytest.approx(
+        (100 * alone[0]["mean_std_dvars"] + 80 * alone[1]["mean_std_dvars"]) / 180)
+    assert [r["bold"] for r in qc["runs"]] == [one.bold.name, two.bold.name]
+    assert [r["n_frames_kept"] for r in qc["runs"]] == [a["n_frames_kept"] for a in alone]
+    assert qc["confounds"] == [one.confounds.name, two.confounds.name]
+    # The kept frames count through the joined runs: run 2's frame k is frame 100 + k.
+    frames = [storage.read_timeseries(out["series_out"][0]).metadata["frames"] for out in separate]
+    assert series.metadata["frames"] == frames[0] + [100 + k for k in frames[1]]
+    assert series.metadata["sources"]["bold"] == [one.bold.name, two.bold.name]
+    assert [r["n_timepoints"] for r in series.metadata["runs"]] == [100, 80]
+
+
+def test_runs_that_cannot_be_joined_exclude_the_subject_naming_the_run(tmp_path):
+    one, two = _run_pair(tmp_path, tr=2.5)
+    out = outputs(tmp_path / "joined")
+    qc = extract_subject("sub-01", [one.bold, two.bold], [one.mask, two.mask], [one.atlas_dir], extract_params(),
+                         **out, confounds=[one.confounds, two.confounds])
+    assert qc["status"] == "excluded"
+    assert qc["reason"] == (f"{two.bold}: TR 2.5 s differs from {one.bold.name}'s 2 s; runs joined in time must "
+                            "share the repetition time")
+    assert [r["tr"] for r in qc["runs"]] == [2.0, 2.5]  # what was known is kept
+    other = make_subject(tmp_path / "run3", shape=(6, 6, 6))
+    qc = extract_subject("sub-01", [one.bold, other.bold], [one.mask, other.mask], [one.atlas_dir], extract_params(),
+                         **out, confounds=[one.confounds, other.confounds])
+    assert qc["status"] == "excluded" and qc["reason"].startswith(f"{other.bold}: grid (shape (6, 6, 6)) differs")
+    with pytest.raises(ValueError, match="2 BOLD runs, 1 masks and 2 confounds tables"):
+        extract_subject("sub-01", [one.bold, two.bold], [one.mask], [one.atlas_dir], extract_params(), **out,
+                        confounds=[one.confounds, two.confounds])

@@ -1,5 +1,6 @@
 """brainage.participants: subject ids, the manifest, and row- and file-level exclusions."""
 
+import json
 import logging
 
 import pandas as pd
@@ -8,8 +9,12 @@ import pytest
 from brainage.errors import ConfigError, InputDataError
 from brainage.participants import build_manifest, read_participant_ids
 from brainage.participants.__main__ import main
+from brainage.participants.discover import Selection
+from fmriprep_layouts import SPACE, write_run
 
 HEADER = "participant_id\tage\tsex\tsite\tdx_group\n"
+REST = Selection(task="rest", space=SPACE)
+SELECTION_JSON = json.dumps({"task": "rest", "space": SPACE})
 
 
 def _tsv(tmp_path, body, header=HEADER, name="participants.tsv"):
@@ -18,14 +23,11 @@ def _tsv(tmp_path, body, header=HEADER, name="participants.tsv"):
     return path
 
 
-def _template(tmp_path, labels):
-    """A BOLD template under tmp_path, with an (empty) BOLD file for each label."""
-    template = str(tmp_path / "deriv" / "sub-{subject}" / "func" / "sub-{subject}_bold.nii.gz")
+def _derivatives(tmp_path, labels):
+    """An fMRIPrep derivatives folder under tmp_path with one complete run for each label."""
     for label in labels:
-        path = tmp_path / "deriv" / f"sub-{label}" / "func" / f"sub-{label}_bold.nii.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    return template
+        write_run(tmp_path / "deriv", label)
+    return tmp_path / "deriv"
 
 
 def _read(path):
@@ -70,7 +72,7 @@ def test_manifest_normalises_rows_and_keeps_extra_columns(tmp_path, caplog):
     path = _tsv(tmp_path, body)
     out, excl = tmp_path / "out" / "manifest.tsv", tmp_path / "out" / "excl.tsv"
     with caplog.at_level(logging.WARNING, logger="brainage.participants"):
-        build_manifest(path, "abide", _template(tmp_path, ["01", "02", "03", "04"]), out, excl)
+        build_manifest(path, "abide", _derivatives(tmp_path, ["01", "02", "03", "04"]), REST, out, excl)
     assert "sex values ['1'] are not M/F/male/female; written as n/a" in caplog.text
 
     manifest = _read(out)
@@ -99,10 +101,10 @@ def test_manifest_excludes_each_bad_row_type_and_keeps_the_rest(tmp_path, caplog
         "sub-08\t120\tF\tB\tTD\n"  # kept (boundary)
     )
     path = _tsv(tmp_path, body)
-    template = _template(tmp_path, ["01", "02", "03", "04", "05", "06", "08"])
+    template = _derivatives(tmp_path, ["01", "02", "03", "04", "05", "06", "08"])
     out, excl = tmp_path / "manifest.tsv", tmp_path / "excl.tsv"
     with caplog.at_level(logging.WARNING, logger="brainage.participants"):
-        build_manifest(path, "demo", template, out, excl)
+        build_manifest(path, "demo", template, REST, out, excl)
 
     assert _read(out)["participant_id"].tolist() == ["sub-01", "sub-08"]
     exclusions = _read(excl)
@@ -114,16 +116,16 @@ def test_manifest_excludes_each_bad_row_type_and_keeps_the_rest(tmp_path, caplog
     assert reasons[2] == f"age -3 is outside [0, 120] years in {path} row 4"
     assert reasons[3] == f"age 121 is outside [0, 120] years in {path} row 5"
     assert reasons[4] == f"no age in {path} row 6"
-    assert reasons[5] == "no preprocessed BOLD: " + template.replace("{subject}", "07")
+    assert reasons[5].startswith("no preprocessed BOLD: nothing named sub-07[_ses-*]_task-rest") and str(template / "sub-07") in reasons[5]
     # One log line per exclusion.
     assert sum("excluding sub-" in r.getMessage() for r in caplog.records) == 6
 
 
 def test_manifest_on_the_real_abide_table(shared_data, tmp_path):
     participants = shared_data / "abide1_pcp_cpac_filtglobal_cc200" / "participants.tsv"
-    template = _template(tmp_path, ["0050003", "0050004", "0050005"])
+    template = _derivatives(tmp_path, ["0050003", "0050004", "0050005"])
     out, excl = tmp_path / "manifest.tsv", tmp_path / "excl.tsv"
-    build_manifest(participants, "abide", template, out, excl)
+    build_manifest(participants, "abide", template, REST, out, excl)
     manifest = _read(out)
     assert manifest["participant_id"].tolist() == ["sub-0050003", "sub-0050004", "sub-0050005"]
     assert [float(a) for a in manifest["age"]] == [24.45, 19.09, 13.73]
@@ -146,21 +148,15 @@ def test_manifest_on_the_real_abide_table(shared_data, tmp_path):
 def test_manifest_file_level_errors_name_the_file(tmp_path, body, header, match):
     path = _tsv(tmp_path, body, header=header)
     with pytest.raises(InputDataError, match=match) as err:
-        build_manifest(path, "demo", _template(tmp_path, ["01", "02"]), tmp_path / "m.tsv", tmp_path / "e.tsv")
+        build_manifest(path, "demo", _derivatives(tmp_path, ["01", "02"]), REST, tmp_path / "m.tsv", tmp_path / "e.tsv")
     assert str(path) in str(err.value)
     assert not (tmp_path / "m.tsv").exists()
 
 
-def test_manifest_template_needs_placeholder(tmp_path):
-    path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n")
-    with pytest.raises(ConfigError, match=r"bold_template 'x/bold\.nii\.gz' has no \{subject\} placeholder"):
-        build_manifest(path, "demo", "x/bold.nii.gz", tmp_path / "m.tsv", tmp_path / "e.tsv")
-
-
 def test_cli_manifest_writes_outputs_and_reports_errors(tmp_path):
     path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n02\t30\tF\tA\tTD\n")
-    template = _template(tmp_path, ["01"])
-    args = ["manifest", "--participants", str(path), "--dataset", "demo", "--bold-template", template,
+    template = _derivatives(tmp_path, ["01"])
+    args = ["manifest", "--participants", str(path), "--dataset", "demo", "--derivatives", str(template), "--selection", SELECTION_JSON,
             "--out", str(tmp_path / "m.tsv"), "--exclusions-out", str(tmp_path / "e.tsv")]
     assert main(args) == 0
     assert _read(tmp_path / "m.tsv")["participant_id"].tolist() == ["sub-01"]
@@ -173,8 +169,8 @@ def test_cli_manifest_writes_outputs_and_reports_errors(tmp_path):
 def test_manifest_leaves_out_the_subjects_the_config_excludes_with_their_reason(tmp_path):
     path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n02\t30\tF\tA\tTD\n03\t40\tF\tB\tTD\n")
     # sub-02 has no BOLD at all: a user exclusion is recorded with the user's reason, not "no BOLD"
-    template = _template(tmp_path, ["01", "03"])
-    build_manifest(path, "demo", template, tmp_path / "m.tsv", tmp_path / "e.tsv",
+    template = _derivatives(tmp_path, ["01", "03"])
+    build_manifest(path, "demo", template, REST, tmp_path / "m.tsv", tmp_path / "e.tsv",
                    exclude={"sub-02": "scanner artefact", "03": "withdrew consent"})
     assert _read(tmp_path / "m.tsv")["participant_id"].tolist() == ["sub-01"]
     exclusions = _read(tmp_path / "e.tsv")
@@ -183,13 +179,13 @@ def test_manifest_leaves_out_the_subjects_the_config_excludes_with_their_reason(
         ["sub-03", "participants", "excluded in the config (inputs.exclude): withdrew consent"],
     ]
     with pytest.raises(ConfigError, match=r"inputs.exclude: sub-09 not in .*participants\.tsv"):
-        build_manifest(path, "demo", template, tmp_path / "m.tsv", tmp_path / "e.tsv", exclude={"sub-09": "x"})
+        build_manifest(path, "demo", template, REST, tmp_path / "m.tsv", tmp_path / "e.tsv", exclude={"sub-09": "x"})
 
 
 def test_cli_manifest_takes_the_exclusions_as_json(tmp_path):
     path = _tsv(tmp_path, "01\t20\tM\tA\tASD\n02\t30\tF\tA\tTD\n")
-    template = _template(tmp_path, ["01", "02"])
-    args = ["manifest", "--participants", str(path), "--dataset", "demo", "--bold-template", template,
+    template = _derivatives(tmp_path, ["01", "02"])
+    args = ["manifest", "--participants", str(path), "--dataset", "demo", "--derivatives", str(template), "--selection", SELECTION_JSON,
             "--exclude", '{"sub-01": "motion in the scanner log"}',
             "--out", str(tmp_path / "m.tsv"), "--exclusions-out", str(tmp_path / "e.tsv")]
     assert main(args) == 0

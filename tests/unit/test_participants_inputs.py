@@ -5,27 +5,19 @@ import os
 import pandas as pd
 import pytest
 
-from brainage.errors import ConfigError
 from brainage.participants import build_manifest
 from brainage.participants.__main__ import main
+from brainage.participants.discover import Selection
 from brainage.participants.inputs import input_problems
+from fmriprep_layouts import SPACE, run_names
 
 HEADER = "participant_id\tage\tsex\tsite\n"
-FUNC = "deriv/sub-{subject}/func/sub-{subject}_task-rest"
-KINDS = {
-    "bold": "_desc-preproc_bold.nii.gz",
-    "sidecar": "_desc-preproc_bold.json",
-    "mask": "_desc-brain_mask.nii.gz",
-    "confounds": "_desc-confounds_timeseries.tsv",
-}
-
-
-def _templates(root):
-    return {kind: str(root / (FUNC + suffix)) for kind, suffix in KINDS.items()}
+KINDS = {"bold": "bold", "sidecar": "bold_json", "mask": "mask", "confounds": "confounds"}
+REST = Selection(task="rest", space=SPACE)
 
 
 def _path(root, kind, label):
-    return root / (FUNC + KINDS[kind]).replace("{subject}", label)
+    return root / "deriv" / run_names(label)[KINDS[kind]]
 
 
 def _study(root, labels, skip=()):
@@ -52,10 +44,8 @@ def _annex(root, path, key):
 
 
 def _run(root, participants):
-    t = _templates(root)
     out, excl = root / "manifest.tsv", root / "excl.tsv"
-    build_manifest(participants, "demo", t["bold"], out, excl,
-                   input_templates=[t["sidecar"], t["mask"], t["confounds"]])
+    build_manifest(participants, "demo", root / "deriv", REST, out, excl)
     manifest = pd.read_csv(out, sep="\t", dtype=str)
     exclusions = pd.read_csv(excl, sep="\t", dtype=str).set_index("participant_id")
     return manifest["participant_id"].tolist(), exclusions
@@ -70,9 +60,10 @@ def test_each_missing_input_file_is_an_exclusion_naming_it(tmp_path):
     assert exclusions.loc["sub-02", "reason"] == f"missing input file: {_path(tmp_path, 'mask', '02')}"
     assert exclusions.loc["sub-03", "reason"] == f"missing input file: {_path(tmp_path, 'confounds', '03')}"
     assert exclusions.loc["sub-04", "reason"] == f"missing input file: {_path(tmp_path, 'sidecar', '04')}"
-    # Every missing file is named, the BOLD first.
-    assert exclusions.loc["sub-05", "reason"] == (f"no preprocessed BOLD: {_path(tmp_path, 'bold', '05')}; "
-                                                  f"missing input file: {_path(tmp_path, 'mask', '05')}")
+    # Without a BOLD nothing else is looked for: the reason names the pattern and the folder.
+    assert exclusions.loc["sub-05", "reason"] == (
+        f"no preprocessed BOLD: nothing named sub-05[_ses-*]_task-rest[_acq-*][_run-*]_space-{SPACE}[_res-*]"
+        f"_desc-preproc_bold.nii.gz in {tmp_path / 'deriv' / 'sub-05'} (func/ or ses-*/func/)")
 
 
 def test_annex_symlinks_with_hash_names_are_kept(tmp_path):
@@ -141,26 +132,8 @@ def test_identical_masks_are_not_a_problem(tmp_path):
     assert kept == ["sub-01", "sub-02"]
 
 
-def test_input_problems_without_other_templates_checks_the_bold_only(tmp_path):
+def test_input_problems_names_every_missing_file_the_bold_first(tmp_path):
     _study(tmp_path, ["01", "02"], skip=[("01", "mask"), ("02", "bold")])
-    problems = input_problems(["01", "02"], _templates(tmp_path)["bold"])
-    assert problems == {"02": f"no preprocessed BOLD: {_path(tmp_path, 'bold', '02')}"}
-
-
-def test_input_template_needs_placeholder(tmp_path):
-    participants = _study(tmp_path, ["01"])
-    with pytest.raises(ConfigError, match=r"input template 'x/mask\.nii\.gz' has no \{subject\} placeholder"):
-        build_manifest(participants, "demo", _templates(tmp_path)["bold"], tmp_path / "m.tsv", tmp_path / "e.tsv",
-                       input_templates=["x/mask.nii.gz"])
-
-
-def test_cli_takes_the_input_templates(tmp_path):
-    participants = _study(tmp_path, ["01", "02"], skip=[("02", "confounds")])
-    t = _templates(tmp_path)
-    assert main(["manifest", "--participants", str(participants), "--dataset", "demo", "--bold-template", t["bold"],
-                 "--input-templates", t["sidecar"], t["mask"], t["confounds"],
-                 "--out", str(tmp_path / "m.tsv"), "--exclusions-out", str(tmp_path / "e.tsv")]) == 0
-    exclusions = pd.read_csv(tmp_path / "e.tsv", sep="\t")
-    assert exclusions.to_dict("records") == [{
-        "participant_id": "sub-02", "stage": "participants",
-        "reason": f"missing input file: {_path(tmp_path, 'confounds', '02')}"}]
+    problems = input_problems({label: [_path(tmp_path, kind, label) for kind in KINDS] for label in ("01", "02")})
+    assert problems == {"01": f"missing input file: {_path(tmp_path, 'mask', '01')}",
+                        "02": f"no preprocessed BOLD: {_path(tmp_path, 'bold', '02')}"}

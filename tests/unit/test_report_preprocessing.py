@@ -28,8 +28,13 @@ def test_text_names_version_run_engine_space_and_the_one_run_rule():
     assert "run in its Docker image nipreps/fmriprep:25.2.7 (through fmriprep-docker)" in text
     assert "the pinned version was 25.2.7 and the jobs recorded 25.2.7 for 3 subjects" in text
     assert "the first task-rest run in session, acquisition and run order" in text
-    assert "MNI152NLin2009cAsym at res-2, without FreeSurfer surface reconstruction (--fs-no-reconall)." in text
+    # inputs.res null (the default): the space was asked for without a resolution.
+    assert ("MNI152NLin2009cAsym on the BOLD's own grid (no res-), without FreeSurfer surface reconstruction "
+            "(--fs-no-reconall).") in text
     assert "ABIDE" not in text  # PCP derivatives were not preprocessed here
+    config = _config()
+    config["inputs"]["res"] = "2"
+    assert "MNI152NLin2009cAsym at res-2, without FreeSurfer" in preprocessing_text(config, records)
 
 
 def test_text_follows_the_settings_and_mixed_versions():

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["bold_res", "generate_demo", "subject_ids"]
 
 
-def bold_res(config: dict) -> str:
+def bold_res(config: dict) -> str | None:
     """The ``res-`` label of the BOLD files the workflow reads (the file names and the methods text).
 
     Parameters
@@ -19,13 +19,14 @@ def bold_res(config: dict) -> str:
 
     Returns
     -------
-    str
+    str or None
         The demo writes its files at ``demo.voxel_size`` (``res-4`` at 4 mm); every other
-        source reads ``inputs.res``.
+        source reads ``inputs.res`` (None: no res- required).
     """
     if config["inputs"]["source"] == "demo":
         return str(config["demo"]["voxel_size"])
-    return str(config["inputs"]["res"])
+    res = config["inputs"].get("res")
+    return None if res is None else str(res)
 
 
 def subject_ids(n_subjects: int) -> list[str]:

@@ -37,14 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         "denoised (e.g. ABIDE PCP func_preproc): no confound regression, no scrubbing.",
     )
     sub.add_argument("--participant-id", required=True, help="e.g. sub-001")
-    sub.add_argument("--bold", required=True, type=existing_file,
+    sub.add_argument("--bold", required=True, nargs="+", type=existing_file,
                      help="*_desc-preproc_bold.nii.gz or PCP *_func_preproc.nii.gz; TR from its "
-                     ".json sidecar if present, else from the NIfTI header")
-    sub.add_argument("--mask", required=True, type=existing_file,
-                     help="*_desc-brain_mask.nii.gz or PCP *_func_mask.nii.gz")
-    sub.add_argument("--confounds", type=existing_file,
-                     help="*_desc-confounds_timeseries.tsv (checked to be the one nilearn reads); "
-                     "omit for an already denoised BOLD")
+                     ".json sidecar if present, else from the NIfTI header. Several runs: each is "
+                     "denoised on its own, then they are joined in time (same order for --mask, --confounds)")
+    sub.add_argument("--mask", required=True, nargs="+", type=existing_file,
+                     help="*_desc-brain_mask.nii.gz or PCP *_func_mask.nii.gz, one per --bold")
+    sub.add_argument("--confounds", nargs="+", type=existing_file,
+                     help="*_desc-confounds_timeseries.tsv, one per --bold (each checked to be the one "
+                     "nilearn reads); omit for an already denoised BOLD")
     sub.add_argument("--atlas", required=True, nargs="+", type=existing_dir,
                      help="atlas folders from 'python -m brainage.download atlas' (atlas.json, labels.tsv, "
                      "image); the BOLD is read once for all")

@@ -31,20 +31,30 @@ class _Result:
     provenance: list[dict] = field(default_factory=list)  # per atlas (volumes use the first)
 
 
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
 def extract_subject(
     participant_id: str,
-    bold: str | os.PathLike,
-    mask: str | os.PathLike,
+    bold: PathOrPaths,
+    mask: PathOrPaths,
     atlases: Sequence[str | os.PathLike],
     params: dict,
     series_out: Sequence[str | os.PathLike],
     volumes_out: str | os.PathLike,
     qc_out: str | os.PathLike,
     *,
-    confounds: str | os.PathLike | None = None,
+    confounds: PathOrPaths | None = None,
     denoised: bool = False,
 ) -> dict:
     """Denoise one subject's BOLD and write its ROI series (one file per atlas), volumes and QC record.
+
+    Several runs (``bold``, ``mask`` and ``confounds`` given as lists, one per run, in order;
+    ``inputs.runs: all``) are each denoised on their own (their confounds, censoring, filter
+    and standardisation), on the runs' common brain mask (the intersection of their masks, so
+    the regions and coarse voxels are the same for every run), then joined in time. They must
+    share the grid and the repetition time; a problem with any run excludes the subject,
+    naming that run's file.
 
     The BOLD is decoded once, streamed frame by frame through one sparse matrix that holds
     every atlas's regions and the coarse volume blocks; only those few thousand signals are
@@ -101,18 +111,23 @@ def extract_subject(
         nilearn reads for ``bold``, or ``denoised`` is set while a confounds file is given or
         lies beside ``bold`` (wrong wiring).
     """
-    if denoised and confounds is not None:
+    bolds, masks, confounds_files = _paths(bold), _paths(mask), _paths(confounds)
+    if denoised and confounds_files:
         raise ValueError(f"confounds {confounds} given for an already denoised BOLD {bold}; "
                          "pass one or the other")
+    if not bolds or len(masks) != len(bolds) or len(confounds_files) not in (0, len(bolds)):
+        raise ValueError(f"{len(bolds)} BOLD runs, {len(masks)} masks and {len(confounds_files)} confounds "
+                         "tables: give one mask (and one confounds table, or none) per run, in the same order")
     if len(atlases) != len(series_out) or not atlases:
         raise ValueError(f"{len(atlases)} atlases for {len(series_out)} series outputs; give one "
                          "--series-out per --atlas, in the same order")
     cfg = ExtractParams.from_dict(params)
     loaded = [regions.load_atlas_dir(path) for path in atlases]
-    sources = {"bold": Path(bold).name, "mask": Path(mask).name}
-    qc = _qc_record(participant_id, bold, cfg, loaded, denoised)
+    runs = list(zip(bolds, masks, confounds_files or [None] * len(bolds), strict=True))
+    sources = {"bold": _names(bolds), "mask": _names(masks)}
+    qc = _qc_record(participant_id, bolds, cfg, loaded, denoised)
     try:
-        result = _extract(bold, mask, confounds, denoised, loaded, cfg, qc, sources)
+        result = _extract(runs, denoised, loaded, cfg, qc, sources)
     except InputDataError as err:
         logger.error("%s excluded: %s", participant_id, err)
         qc.update(status="excluded", reason=str(err))
@@ -137,7 +152,20 @@ def extract_subject(
     return qc
 
 
-def _qc_record(participant_id: str, bold, cfg: ExtractParams, atlases: list[regions.Atlas], denoised: bool) -> dict:
+def _paths(value: PathOrPaths | None) -> list:
+    """One path or a sequence of paths (one per run) as a list; None as an empty list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
+def _names(paths: Sequence) -> str | list[str]:
+    """File names for the QC record and provenance: one name for one run, a list for several."""
+    names = [Path(p).name for p in paths]
+    return names[0] if len(names) == 1 else names
+
+
+def _qc_record(participant_id: str, bolds: list, cfg: ExtractParams, atlases: list[regions.Atlas], denoised: bool) -> dict:
     # Filled step by step, so an excluded subject keeps what was known before the failure.
     # "strategy" lists what is applied: nothing for an already denoised BOLD.
     strategy = [] if denoised else list(cfg.confounds["strategy"])
@@ -150,8 +178,8 @@ def _qc_record(participant_id: str, bold, cfg: ExtractParams, atlases: list[regi
         "n_regions": len(atlases[0].labels), "missing_regions": [],
         "atlases": {a.id: {"kind": a.kind, "n_regions": len(a.labels), "lost_regions": []} for a in atlases},
         "volume_shape": None, "n_volume_voxels": None,
-        "confounds": "none" if denoised else None, "bold": Path(bold).name,
-    }
+        "confounds": "none" if denoised else None, "bold": Path(bolds[0]).name,
+    } | ({"runs": [{"bold": Path(b).name} for b in bolds]} if len(bolds) > 1 else {})
 
 
 def _confounds_file(bold, confounds_arg, denoised: bool) -> Path | None:
@@ -183,13 +211,22 @@ def _frames(bold, confounds_file, n_timepoints: int, tr: float, cfg: ExtractPara
     return None, None, np.arange(n_timepoints)
 
 
-def _operators(mask, bold_img, loaded, cfg: ExtractParams, qc: dict):
-    """Every atlas's operator (coverage checked) and the block operator, on the BOLD grid."""
-    ratio = volumes.block_ratio(bold_img.affine, cfg.volume_voxel_size)
-    mask_img, brain = inputs.load_mask(mask, bold_img)
+def _operators(runs: list[_Run], loaded, cfg: ExtractParams, qc: dict):
+    """Every atlas's operator (coverage checked) and the block operator, on the runs' common grid and mask."""
+    first = runs[0]
+    ratio = volumes.block_ratio(first.img.affine, cfg.volume_voxel_size)
+    mask_img, brain = inputs.load_mask(first.mask, first.img)
+    for run in runs[1:]:
+        if tuple(run.img.shape[:3]) != tuple(first.img.shape[:3]) or not np.allclose(run.img.affine, first.img.affine, atol=1e-3):
+            raise InputDataError(f"{run.bold}: grid (shape {tuple(run.img.shape[:3])}) differs from that of "
+                                 f"{first.bold} (shape {tuple(first.img.shape[:3])}); runs joined in time must share one grid")
+        brain = brain & inputs.load_mask(run.mask, run.img)[1]
+    if not brain.any():
+        raise InputDataError(f"{', '.join(str(r.mask) for r in runs)}: the runs' brain masks have no voxel in common")
+    where = first.mask if len(runs) == 1 else f"the common brain mask of {len(runs)} runs ({first.mask}, ...)"
     operators = [regions.region_operator(atlas, mask_img, brain) for atlas in loaded]
-    _check_coverage(operators, cfg, qc, mask, float(bold_img.header.get_zooms()[0]))
-    block = volumes.block_operator(brain, bold_img.affine, ratio)
+    _check_coverage(operators, cfg, qc, where, float(first.img.header.get_zooms()[0]))
+    block = volumes.block_operator(brain, first.img.affine, ratio)
     return operators, block
 
 
@@ -216,30 +253,94 @@ def _check_coverage(operators, cfg: ExtractParams, qc: dict, mask, grid_mm: floa
         logger.warning("%s: %s (kept: extract.on_region_loss is warn)", mask, problem)
 
 
-def _extract(bold, mask, confounds_arg, denoised, loaded, cfg, qc, sources) -> _Result:
-    """Run every step for one subject, filling ``qc`` and ``sources`` as it goes."""
-    tr, qc["tr_source"] = inputs.repetition_time(bold)
-    qc["tr"] = tr
+@dataclass
+class _Run:
+    """One run's inputs, read up to its header (what QC needs before the data are read)."""
+
+    bold: Path
+    mask: Path
+    confounds: Path | None
+    img: object  # nibabel image (header only)
+    record: dict  # the run's QC fields
+
+
+def _open_run(bold, mask, confounds_arg, denoised: bool, record: dict) -> _Run:
+    """TR, confounds table, motion QC and the header of one run, filling ``record`` as it goes."""
+    tr, record["tr_source"] = inputs.repetition_time(bold)
+    record["tr"] = tr
     confounds_file = _confounds_file(bold, confounds_arg, denoised)
     if confounds_file is not None:
-        sources["confounds"] = qc["confounds"] = confounds_file.name
-        qc.update(motion_metrics(confounds_file))
-    bold_img = nifti.read_header(bold)
-    if len(bold_img.shape) != 4:
-        raise InputDataError(f"{bold}: expected a 4D image, found shape {tuple(bold_img.shape)}")
-    qc["n_timepoints"] = int(bold_img.shape[3])
-    operators, (block, coarse_mask, coarse_affine) = _operators(mask, bold_img, loaded, cfg, qc)
+        record["confounds"] = confounds_file.name
+        record.update(motion_metrics(confounds_file))
+    img = nifti.read_header(bold)
+    if len(img.shape) != 4:
+        raise InputDataError(f"{bold}: expected a 4D image, found shape {tuple(img.shape)}")
+    record["n_timepoints"] = int(img.shape[3])
+    return _Run(Path(bold), Path(mask), confounds_file, img, record)
+
+
+def _joined_motion(records: list[dict]) -> dict:
+    """Motion QC of runs joined in time: FD per frame concatenated, its mean and maximum over every
+    frame with a value; DVARS means weighted by frames; FD-DVARS r the runs' mean."""
+    fd = [v for r in records for v in r["fd"]]
+    known = [v for v in fd if v is not None]
+
+    def weighted(key):
+        pairs = [(r[key], r["n_timepoints"]) for r in records if r.get(key) is not None]
+        return float(np.average([v for v, _ in pairs], weights=[n for _, n in pairs])) if pairs else None
+
+    rs = [r["fd_dvars_r"] for r in records if r.get("fd_dvars_r") is not None]
+    return {"fd": fd, "mean_fd": float(np.mean(known)) if known else None, "max_fd": max(known) if known else None,
+            "mean_std_dvars": weighted("mean_std_dvars"), "mean_dvars": weighted("mean_dvars"),
+            "fd_dvars_r": float(np.mean(rs)) if rs else None}
+
+
+def _extract(runs, denoised, loaded, cfg, qc, sources) -> _Result:
+    """Run every step for one subject's runs, filling ``qc`` and ``sources`` as it goes.
+
+    One run fills the QC record's own fields; several fill ``qc["runs"]`` (one record each) and
+    the record's fields summarise them (frames summed, motion joined in time).
+    """
+    records = qc["runs"] if len(runs) > 1 else [qc]
+    opened = [_open_run(bold, mask, conf, denoised, record) for (bold, mask, conf), record in zip(runs, records)]
+    tr = opened[0].record["tr"]
+    for run in opened[1:]:
+        if not np.isclose(run.record["tr"], tr, atol=1e-3):
+            raise InputDataError(f"{run.bold}: TR {run.record['tr']:g} s differs from {opened[0].bold.name}'s "
+                                 f"{tr:g} s; runs joined in time must share the repetition time")
+    if len(opened) > 1:
+        qc.update(tr=tr, tr_source=opened[0].record["tr_source"],
+                  n_timepoints=sum(r.record["n_timepoints"] for r in opened))
+        if not denoised:
+            qc["confounds"] = [r.confounds.name for r in opened]
+            qc.update(_joined_motion([r.record for r in opened]))
+    if not denoised:
+        sources["confounds"] = qc["confounds"]
+    operators, (block, coarse_mask, coarse_affine) = _operators(opened, loaded, cfg, qc)
     sizes = [op.weights.shape[1] for op in operators]
-    raw = nifti.reduce_bold(bold, sparse.hstack([op.weights for op in operators] + [block], format="csc"))
-    _check_finite(raw, bold, sizes)
-    conf, sample_mask, kept = _frames(bold, confounds_file, raw.shape[0], tr, cfg, qc["participant_id"])
+    bounds = np.cumsum([0, *sizes])
+    weights = sparse.hstack([op.weights for op in operators] + [block], format="csc")
+    series, frames, kept_all, fd_dvars = [[] for _ in operators], [], [], []
+    offset = 0
+    for run in opened:
+        raw = nifti.reduce_bold(run.bold, weights)
+        _check_finite(raw, run.bold, sizes)
+        conf, sample_mask, kept = _frames(run.bold, run.confounds, raw.shape[0], tr, cfg, qc["participant_id"])
+        run.record["n_frames_kept"] = int(kept.size)
+        cleaned = clean.clean_signals(raw, conf, sample_mask, tr, cfg)
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            series[k].append(_standardize(cleaned[:, a:b], raw[kept, a:b], cfg, tr))
+        run_frames = cleaned[:, bounds[-1]:]
+        run.record["fd_dvars_r_clean"] = _fd_dvars_clean(run_frames, kept, run.record.get("fd"))
+        frames.append(volumes.scale_frames(run_frames, cfg.volume_scaling, tr))
+        kept_all.append(kept + offset)
+        offset += run.record["n_timepoints"]
+    kept = np.concatenate(kept_all)
     qc["n_frames_kept"] = int(kept.size)
     qc["seconds_kept"] = float(kept.size * tr)
-    cleaned = clean.clean_signals(raw, conf, sample_mask, tr, cfg)
-    bounds = np.cumsum([0, *sizes])
-    series = [_standardize(cleaned[:, a:b], raw[kept, a:b], cfg, tr) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    frames = cleaned[:, bounds[-1]:]
-    qc["fd_dvars_r_clean"] = _fd_dvars_clean(frames, kept, qc.get("fd"))
+    if len(opened) > 1:
+        known = [r.record["fd_dvars_r_clean"] for r in opened if r.record["fd_dvars_r_clean"] is not None]
+        qc["fd_dvars_r_clean"] = float(np.mean(known)) if known else None
     qc["volume_shape"] = list(coarse_mask.shape)
     qc["n_volume_voxels"] = int(coarse_mask.sum())
     common = {
@@ -247,11 +348,15 @@ def _extract(bold, mask, confounds_arg, denoised, loaded, cfg, qc, sources) -> _
         "confounds": qc["confounds"], "frames": kept.tolist(), "n_timepoints": qc["n_timepoints"],
         "volume_voxel_size": cfg.volume_voxel_size, "status": "included",
     }
+    if len(opened) > 1:
+        # "frames" counts through the runs joined in time; each run's share:
+        common["runs"] = [{"bold": r.bold.name, "n_timepoints": r.record["n_timepoints"],
+                           "n_frames_kept": r.record["n_frames_kept"]} for r in opened]
     provenance = [common | {"atlas": op.atlas.id, "atlas_kind": op.atlas.kind,
                             "region_coverage": [round(float(c), 4) for c in op.coverage],
                             "lost_regions": qc["atlases"][op.atlas.id]["lost_regions"]}
                   for op in operators]
-    return _Result([s.astype(np.float32) for s in series], volumes.scale_frames(frames, cfg.volume_scaling, tr),
+    return _Result([np.concatenate(parts).astype(np.float32) for parts in series], np.concatenate(frames),
                    coarse_mask, coarse_affine, provenance)
 
 

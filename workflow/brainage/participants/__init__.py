@@ -13,6 +13,7 @@ import pandas as pd
 
 from brainage import storage
 from brainage.errors import ConfigError, InputDataError
+from brainage.participants.discover import Run, Selection, find_runs
 from brainage.participants.inputs import input_problems
 from brainage.storage import MANIFEST_COLUMNS, write_tsv
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("participant_id", "age", "sex", "site")
 STAGE = "participants"
 AGE_RANGE = (0.0, 120.0)  # years; outside it the value is a coding error, not a person
-SUBJECT_PLACEHOLDER = "{subject}"
 
 # BIDS labels are alphanumeric; anything else would break file names and Snakemake wildcards.
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -111,14 +111,36 @@ def _check_columns(table: pd.DataFrame, path: Path) -> None:
         raise InputDataError(f"{path}: no participants (the table has a header but no rows)")
 
 
+def subject_files(labels: Sequence[str], derivatives: str | os.PathLike,
+                  selection: Selection) -> tuple[dict[str, list[Run]], dict[str, str]]:
+    """The runs each subject uses, and why the others cannot be used.
+
+    The one rule the workflow (which subjects to extract, from which files) and the
+    participants stage (who is excluded, and why) share: :func:`find_runs` picks the runs, then
+    every file of them must exist and be the subject's own (:func:`input_problems`).
+
+    Returns
+    -------
+    runs : dict
+        ``{label: [Run, ...]}`` of the usable subjects.
+    problems : dict
+        ``{label: reason}`` of the others.
+    """
+    runs, problems = find_runs(derivatives, labels, selection)
+    files = {label: [r.bold for r in chosen] + [f for r in chosen for k, f in r.files.items() if k != "bold"]
+             for label, chosen in runs.items()}
+    problems.update(input_problems(files))
+    return {label: chosen for label, chosen in runs.items() if label not in problems}, problems
+
+
 def build_manifest(
     participants: str | os.PathLike,
     dataset: str,
-    bold_template: str,
+    derivatives: str | os.PathLike,
+    selection: Selection,
     out: str | os.PathLike,
     exclusions_out: str | os.PathLike,
     *,
-    input_templates: Sequence[str] = (),
     exclude: Mapping[str, str] | None = None,
 ) -> None:
     """Write the participants manifest and the participants-stage exclusions.
@@ -130,37 +152,34 @@ def build_manifest(
         (years), sex, site and any other columns (kept, after the manifest columns).
     dataset : str
         Dataset name written into every row (e.g. ``abide``).
-    bold_template : str
-        Path of a subject's preprocessed BOLD with a ``{subject}`` placeholder for the label
-        without ``sub-``.
+    derivatives : path-like
+        The fMRIPrep derivatives folder; each subject's runs are found there as
+        :func:`brainage.participants.discover.find_runs` finds them for the workflow.
+    selection : Selection
+        Task, space, res, session, runs and BIDS filter (the ``inputs`` config).
     out : path-like
         Manifest TSV: participant_id (``sub-<label>``), dataset, site, age (float, years),
         sex (M / F / n/a), then the extra columns.
     exclusions_out : path-like
         TSV of excluded subjects: participant_id, stage (``participants``), reason.
-    input_templates : sequence of str
-        The other files extraction reads (BOLD sidecar, brain mask, confounds), each with a
-        ``{subject}`` placeholder. A subject lacking one, or whose files are another
-        subject's (:func:`brainage.participants.inputs.input_problems`), is excluded.
     exclude : mapping of str to str, optional
         Subjects the user leaves out (``inputs.exclude``), participant id (with or without
         ``sub-``) -> reason; each is recorded with that reason and its files are not checked.
+
+    A subject without a usable run, lacking one of its run's files (sidecar, mask, confounds),
+    or whose files are another subject's (:func:`brainage.participants.inputs.input_problems`)
+    is excluded with the reason.
 
     Raises
     ------
     InputDataError
         File-level problems: missing file or required columns, empty table, invalid or
         duplicated ids, or every subject excluded. Row-level problems (missing, non-numeric
-        or out-of-range age; a missing input file, or another subject's) exclude that subject only.
+        or out-of-range age; no run, a missing input file, or another subject's) exclude that
+        subject only.
     ConfigError
-        If ``bold_template`` has no ``{subject}`` placeholder, or ``exclude`` names a subject
-        that is not in the table.
+        If ``exclude`` names a subject that is not in the table.
     """
-    for template in (bold_template, *input_templates):
-        if SUBJECT_PLACEHOLDER not in template:
-            raise ConfigError(f"bold_template {template!r} has no {SUBJECT_PLACEHOLDER} placeholder"
-                              if template == bold_template else
-                              f"input template {template!r} has no {SUBJECT_PLACEHOLDER} placeholder")
     path = Path(participants)
     table = storage.read_tsv(path, dtype=str)
     _check_columns(table, path)
@@ -170,7 +189,7 @@ def build_manifest(
     unknown = sorted(f"sub-{x}" for x in set(by_user) - set(labels))
     if unknown:
         raise ConfigError(f"inputs.exclude: {', '.join(unknown)} not in {path}")
-    file_problems = input_problems([x for x in labels if x not in by_user], bold_template, input_templates)
+    file_problems = subject_files([x for x in labels if x not in by_user], derivatives, selection)[1]
     reasons = []
     for row, (label, raw, age) in enumerate(zip(labels, table["age"], ages), start=1):
         if label in by_user:

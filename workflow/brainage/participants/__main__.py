@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from brainage._cli import existing_file, json_object, run
+from brainage._cli import existing_dir, existing_file, json_object, run
 from brainage.participants import build_manifest
+from brainage.participants.discover import Selection
 from brainage.participants.merge import merge_manifests
 
 
@@ -13,10 +14,10 @@ def _manifest(args: argparse.Namespace) -> None:
     build_manifest(
         participants=args.participants,
         dataset=args.dataset,
-        bold_template=args.bold_template,
+        derivatives=args.derivatives,
+        selection=Selection.from_config(args.selection, args.selection.get("res")),
         out=args.out,
         exclusions_out=args.exclusions_out,
-        input_templates=args.input_templates,
         exclude=args.exclude,
     )
 
@@ -37,17 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verbs.add_parser("manifest", help="write the participants manifest and its exclusions")
     manifest.add_argument("--participants", type=existing_file, required=True, help="BIDS participants.tsv")
     manifest.add_argument("--dataset", required=True, help="dataset name written into the manifest")
+    manifest.add_argument("--derivatives", type=existing_dir, required=True, help="fMRIPrep derivatives folder")
     manifest.add_argument(
-        "--bold-template",
+        "--selection",
+        type=json_object,
         required=True,
-        help="preprocessed BOLD path with a {subject} placeholder (label without sub-)",
-    )
-    manifest.add_argument(
-        "--input-templates",
-        nargs="*",
-        default=[],
-        help="the other files extraction reads (BOLD sidecar, brain mask, confounds), each with a "
-        "{subject} placeholder; a subject missing one is excluded, naming it",
+        help='the runs to use as JSON: task, space, res (null: any single one), session, runs, bids_filter '
+        '(the inputs config keys), e.g. {"task": "rest", "space": "MNI152NLin2009cAsym", "res": null}',
     )
     manifest.add_argument(
         "--exclude",

@@ -5,30 +5,21 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-SUBJECT_PLACEHOLDER = "{subject}"
 
 # The subject a BIDS file name belongs to: "sub-<label>_..." (labels are letters and digits).
 _OWNER = re.compile(r"^sub-([A-Za-z0-9]+)_")
 
 
-def subject_path(template: str, label: str) -> Path:
-    """One subject's file: ``{subject}`` in ``template`` replaced by ``label`` (no ``sub-``)."""
-    # str.replace, not str.format: the template may hold other braces (BIDS entities never do,
-    # but a user's folder name might).
-    return Path(template.replace(SUBJECT_PLACEHOLDER, label))
-
-
-def input_problems(labels: Sequence[str], bold_template: str, other_templates: Sequence[str] = ()) -> dict[str, str]:
+def input_problems(files: Mapping[str, Sequence[str | os.PathLike]]) -> dict[str, str]:
     """Why a subject's input files cannot be used, for the subjects that have a problem.
 
     Three rules, checked in this order; a subject gets the reason of the first that fails:
 
-    1. Every file exists: the BOLD and each of ``other_templates`` (its sidecar, mask,
-       confounds). A symlink whose target is absent (a DataLad / git-annex file whose content
-       was not fetched) is missing, and the reason says so.
+    1. Every file exists: the BOLD and each other file (its sidecar, mask, confounds). A
+       symlink whose target is absent (a DataLad / git-annex file whose content was not
+       fetched) is missing, and the reason says so.
     2. No file resolves to another subject's file: the real path (all symlinks followed) must
        not be named ``sub-<other>_...``. Symlinks themselves are fine: DataLad and git-annex
        store every file as a symlink into ``.git/annex/objects/...`` under a hash name, which
@@ -43,12 +34,10 @@ def input_problems(labels: Sequence[str], bold_template: str, other_templates: S
 
     Parameters
     ----------
-    labels : sequence of str
-        Subject labels without ``sub-``.
-    bold_template : str
-        Preprocessed BOLD path with a ``{subject}`` placeholder.
-    other_templates : sequence of str
-        The other files extraction reads, each with a ``{subject}`` placeholder.
+    files : mapping
+        ``{label: [bold, *others]}``: subject labels without ``sub-``, each with its BOLD
+        first, then the other files extraction reads (several runs: each run's files, BOLDs
+        first).
 
     Returns
     -------
@@ -56,22 +45,21 @@ def input_problems(labels: Sequence[str], bold_template: str, other_templates: S
         ``{label: reason}``; the reason names the file(s) and what is wrong.
     """
     problems = {}
-    for label in labels:
-        reason = _missing(label, bold_template, other_templates) or _foreign(label, [bold_template, *other_templates])
+    for label, paths in files.items():
+        paths = [Path(p) for p in paths]
+        reason = _missing(paths) or _foreign(label, paths)
         if reason is not None:
             problems[label] = reason
-    checked = [label for label in labels if label not in problems]
-    problems.update(_shared_bolds(checked, bold_template))
+    problems.update(_shared_bolds({label: Path(paths[0]) for label, paths in files.items() if label not in problems}))
     return problems
 
 
-def _missing(label: str, bold_template: str, other_templates: Sequence[str]) -> str | None:
+def _missing(paths: Sequence[Path]) -> str | None:
     reasons = []
-    for template in (bold_template, *other_templates):
-        path = subject_path(template, label)
+    for index, path in enumerate(paths):
         if path.is_file():
             continue
-        what = "no preprocessed BOLD" if template == bold_template else "missing input file"
+        what = "no preprocessed BOLD" if index == 0 else "missing input file"
         if path.is_symlink():
             reasons.append(f"{what}: {path} is a symlink to {os.readlink(path)}, which does not exist "
                            "(a DataLad / git-annex file whose content was not fetched? `datalad get` it)")
@@ -82,9 +70,8 @@ def _missing(label: str, bold_template: str, other_templates: Sequence[str]) -> 
     return "; ".join(reasons) or None
 
 
-def _foreign(label: str, templates: Sequence[str]) -> str | None:
-    for template in templates:
-        path = subject_path(template, label)
+def _foreign(label: str, paths: Sequence[Path]) -> str | None:
+    for path in paths:
         real = Path(os.path.realpath(path))
         owner = _OWNER.match(real.name)
         if owner is not None and owner.group(1) != label:
@@ -93,10 +80,9 @@ def _foreign(label: str, templates: Sequence[str]) -> str | None:
     return None
 
 
-def _shared_bolds(labels: Sequence[str], bold_template: str) -> dict[str, str]:
+def _shared_bolds(bolds: Mapping[str, Path]) -> dict[str, str]:
     groups = defaultdict(list)
-    for label in labels:
-        path = subject_path(bold_template, label)
+    for label, path in bolds.items():
         info = path.stat()
         groups[(info.st_dev, info.st_ino)].append((label, path))
     problems = {}

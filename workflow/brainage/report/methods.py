@@ -115,17 +115,23 @@ def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
             f"generated over the sites {', '.join(map(str, demo['sites']))}, {demo['n_timepoints']} volumes per run "
             f"at a repetition time of {_num(demo['tr'])} s and {demo['voxel_size']} mm voxels, ages drawn uniformly "
             f"between {_num(demo['age_min'])} and {_num(demo['age_max'])} years, written in fMRIPrep's derivative "
-            f"format (task-{inputs['task']}, space-{inputs['space']}, res-{bold_res(config)})."
+            f"format (task-{inputs['task']}, space-{inputs['space']}{_res_text(config)})."
         )
     elif inputs["source"] == "indi":
         source = sources.data_text(config)
     else:
         source = (
             f"The data were fMRIPrep derivatives of the {inputs['dataset']} dataset ({inputs['derivatives']}; "
-            f"task-{inputs['task']}, space-{inputs['space']}, res-{bold_res(config)}), with age, sex and site "
+            f"task-{inputs['task']}, space-{inputs['space']}{_res_text(config)}), with age, sex and site "
             f"from {inputs['participants']}."
         )
     return f"{source} {_cohort_text(cohort, n_manifest)}"
+
+
+def _res_text(config: dict) -> str:
+    """", res-2" for the BOLD's res entity; nothing when inputs.res is null (any single one)."""
+    res = bold_res(config)
+    return f", res-{res}" if res is not None else ""
 
 
 def _cohort_text(cohort: pd.DataFrame, n_manifest: int) -> str:
@@ -161,7 +167,7 @@ def features_text(config: dict, atlases: list[dict] = ()) -> str:
     if config["inputs"]["source"] == "demo":
         source_grid = f"from the {config['demo']['voxel_size']} mm BOLD grid"
     else:
-        source_grid = f"from the res-{bold_res(config)} BOLD grid"
+        source_grid = f"from the res-{bold_res(config)} BOLD grid" if bold_res(config) else "from the BOLD grid"
     return (
         f"{atlases_text(config['atlases'], config['extract'], atlases)} For the frame-wise 3D CNN, cleaned "
         f"volumes were block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a "

@@ -41,12 +41,13 @@ def preprocessing_text(config: dict, records: list[dict]) -> str | None:
     surfaces = ("with FreeSurfer surface reconstruction" if prep["fs_reconall"]
                 else "without FreeSurfer surface reconstruction (--fs-no-reconall)")
     extra = f"; further arguments: {' '.join(prep['extra_args'])}" if prep["extra_args"] else ""
+    grid = f" at res-{inputs['res']}" if inputs["res"] is not None else " on the BOLD's own grid (no res-)"
     return (
         f"The raw BIDS data of {names} were preprocessed with fMRIPrep (Esteban et al. 2019), run "
         f"{engine}, one job per subject; the pinned version was {prep['version']} and the jobs recorded "
         f"{versions or 'nothing (no job ran)'}. One resting-state run per subject was preprocessed and "
         f"analysed: the first task-{inputs['task']} run in session, acquisition and run order, selected "
-        f"with a BIDS filter file. Outputs were resampled to {inputs['space']} at res-{inputs['res']}, "
+        f"with a BIDS filter file. Outputs were resampled to {inputs['space']}{grid}, "
         f"{surfaces}{extra}. Confounds (motion parameters, framewise displacement, DVARS, white-matter "
         f"and CSF signals, CompCor components) came from fMRIPrep's confounds table."
     )
