@@ -1,5 +1,8 @@
 """Code changes rerun the jobs whose imports reach them; jobs import the workflow's own package tree."""
 
+import shutil
+import subprocess
+
 import pytest
 
 from snakemake_helpers import make_workdir, planned_jobs, snakemake
@@ -60,3 +63,16 @@ def test_jobs_import_brainage_from_the_workflow_copy(finished):
     )
     snakemake(finished, "where.txt", "--cores", "1")
     assert (finished / "where.txt").read_text().strip() == str(finished / "workflow" / "brainage" / "__init__.py")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_commit_that_changes_no_code_reruns_nothing(finished):
+    # Outputs record the commit (brainage._version.source_version): it is provenance, in no params
+    # or code hash. The outputs were recorded outside git; in a checkout the version names a commit.
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
+    try:
+        for args in (["init", "-q"], ["add", "workflow"], ["commit", "-q", "-m", "one"]):
+            subprocess.run([*git, *args], cwd=finished, check=True, capture_output=True)
+        assert planned_jobs(snakemake(finished, "-n", "--cores", "1")) == {}
+    finally:
+        shutil.rmtree(finished / ".git", ignore_errors=True)

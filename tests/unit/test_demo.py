@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
+from brainage._version import source_version
 from brainage.demo import subject_ids
 from brainage.demo.__main__ import main
 from brainage.demo.confounds import compcor, cosine_basis, dvars, framewise_displacement, rms_displacement
@@ -139,6 +140,7 @@ def test_dataset_description_is_a_bids_derivative(demo):
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "brainage demo"
     assert description["GeneratedBy"][0]["Description"] == "synthetic fMRIPrep-format data"
+    assert description["GeneratedBy"][0]["Version"] == source_version()
     assert description["brainage"]["seed"] == SEED
 
 

@@ -7,8 +7,8 @@ import pytest
 from indi_layouts import PREFIXES, write_raw_bids
 from s3_testing import reset_server, upload_tree
 
-import brainage
 from brainage import storage
+from brainage._version import source_version
 from brainage.download.indi_fetch import fetch_dataset
 
 ENTRY = dict(pipeline="cpac", strategy="filt_global", derivative="rois_cc200", sites=[], age_min=None, age_max=None,
@@ -38,7 +38,7 @@ def _fetch(server, tmp_path, name, drop):
 
 def _expected(name):
     return {"Name": name, "BIDSVersion": "1.8.0", "DatasetType": "raw",
-            "GeneratedBy": [{"Name": "brainage", "Version": brainage.__version__, "Description": WRITTEN}]}
+            "GeneratedBy": [{"Name": "brainage", "Version": source_version(), "Description": WRITTEN}]}
 
 
 def test_a_site_root_without_description_gets_one_and_the_other_keeps_its_bytes(server, tmp_path, caplog):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
 
-from brainage import __version__, storage
+from brainage import storage
+from brainage._version import source_version
 from brainage.errors import ConfigError, InputDataError
 from brainage.extract.subject import extract_subject
 from brainage.extract.__main__ import main
@@ -56,7 +57,7 @@ def test_cli_end_to_end(tmp_path):
     np.testing.assert_allclose(series.data[:, :8].std(axis=0, ddof=1), 1.0, rtol=1e-4)
     meta = series.metadata
     assert meta["frames"] == [k for k in range(100) if k != 40]
-    assert meta["params"] == params and meta["tr"] == 2.0 and meta["package_version"] == __version__
+    assert meta["params"] == params and meta["tr"] == 2.0 and meta["package_version"] == source_version()
     assert meta["sources"] == {
         "bold": subject.bold.name, "mask": subject.mask.name, "confounds": subject.confounds.name,
     }

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from brainage import __version__, storage
+from brainage._version import source_version
 from brainage.errors import ConfigError, InputDataError
 from brainage.report import build_report
 from brainage.report.__main__ import main
@@ -112,7 +113,7 @@ def test_report_is_one_self_contained_file(tmp_path):
     assert len(targets) == 2 and all(t.startswith("data:image/png;base64,") for t in targets)
     assert "url(" not in html and "@import" not in html  # nor from the inline style
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["report.html"]  # no temporary file left
-    assert f"brainage {__version__}" in html
+    assert f"&middot; brainage {source_version()}</p>" in html  # the footer: commit-exact in a checkout
     # One embedded PNG per model, in the metrics order.
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html)
     assert [alt for _, alt in images] == ["Predicted versus true age, dummy",
@@ -482,7 +483,8 @@ def test_every_model_parameter_changes_the_methods_text(methods_text):
 def test_methods_report_training_and_versions_from_cards(tmp_path):
     html = build(tmp_path)
     assert "2 folds trained on cpu, 3-4 epochs run, 3.0 s of training in total." in html
-    assert f"brainage {__version__}, numpy 2.4.5 / 2.4.6, torch 2.13.0" in html
+    assert f"brainage {__version__}, numpy 2.4.5 / 2.4.6, torch 2.13.0" in html  # as the cards recorded them
+    assert f"This report was made with brainage {source_version()}." in html
     assert re.search(r"<li>roi_gru: [^<]*No model card was found\.</li>", html)  # configured, never trained
     assert "5 models were evaluated:" in html and html.count("<li>") == 5
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from brainage import __version__, storage
+from brainage import storage
+from brainage._version import source_version
 from brainage.errors import InputDataError
 
 
@@ -27,7 +28,7 @@ def test_timeseries_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(ts.data, data)
     assert ts.metadata["params"] == {"a": 1}
     assert ts.metadata["schema_version"] == storage.SCHEMA_VERSION
-    assert ts.metadata["package_version"] == __version__
+    assert ts.metadata["package_version"] == source_version()  # commit-exact in a checkout
     # ROI series are float32 on disk, one column per region.
     schema = pq.read_schema(path)
     assert schema.field("roi_003").type == pa.float32()

@@ -27,6 +27,7 @@ from brainage.torchloop.data import (
     window_starts,
 )
 from brainage._codehash import code_hash
+from brainage._version import source_version
 from brainage.train.fit import RESUME_NAME, derive_seeds, inner_folds, inner_split, read_design, train_model
 from brainage.torchloop.batches import make_loader
 from brainage.torchloop.loop import LoopSettings, predict_network, train_network
@@ -349,6 +350,7 @@ def test_cli_dummy_writes_predictions_and_card(tmp_path):
     assert (card["n_train"], card["n_inner"], card["n_test"], card["n_heldout"]) == (8, 8, 4, 0)
     assert card["seeds"] == derive_seeds(42, 1, "dummy") and card["params"] == {} and card["input_kind"] == "series"
     assert set(card["versions"]) >= {"brainage", "torch", "sklearn", "nilearn", "numpy"}
+    assert card["versions"]["brainage"] == source_version()  # commit-exact in a checkout
     assert card["epochs_run"] == [None] * 5 and card["device"] == "cpu" and len(card["fit_info"]) == 5
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
     assert pred.attrs["brainage"]["sources"][0] == "sub-00_timeseries.parquet"

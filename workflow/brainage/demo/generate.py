@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from brainage import __version__
+from brainage._version import source_version
 from brainage.demo import subject_ids
 from brainage.demo.confounds import confounds_table
 from brainage.demo.grid import make_grid
@@ -240,7 +240,7 @@ def _dataset_description(cfg: DemoParams, seed: int) -> dict:
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [
-            {"Name": "brainage demo", "Version": __version__, "Description": "synthetic fMRIPrep-format data"}
+            {"Name": "brainage demo", "Version": source_version(), "Description": "synthetic fMRIPrep-format data"}
         ],
         "brainage": {"seed": seed, "params": asdict(cfg)},
     }

@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from brainage import __version__, storage
+from brainage import storage
+from brainage._version import source_version
 from brainage.download import indi, phenotypes
 from brainage.download.s3 import Bucket, FetchResult, ObjectInfo, S3Config, local_path
 from brainage.errors import DownloadError, InputDataError
@@ -127,7 +128,7 @@ def _describe_bids_roots(dataset: str, files: pd.DataFrame, out_dir: Path, prefi
             "DatasetType": "raw",
             "GeneratedBy": [{
                 "Name": "brainage",
-                "Version": __version__,
+                "Version": source_version(),
                 "Description": "written by brainage: the INDI bucket has no dataset_description.json at this BIDS root",
             }],
         })

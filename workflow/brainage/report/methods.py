@@ -6,7 +6,7 @@ import importlib.metadata
 
 import pandas as pd
 
-from brainage import __version__
+from brainage._version import source_version
 from brainage.demo import bold_res
 from brainage.models import is_torch, resolve
 from brainage.models import stack_bases as models_stack_bases
@@ -457,9 +457,9 @@ def software_text(cards: list[dict]) -> str:
         for package, version in (card.get("versions") or {}).items():
             versions.setdefault(str(package), set()).add(str(version))
     if not versions:
-        return f"No model card recorded software versions; this report was made with brainage {__version__}."
+        return f"No model card recorded software versions; this report was made with brainage {source_version()}."
     listed = ", ".join(f"{pkg} {' / '.join(sorted(v))}" for pkg, v in sorted(versions.items()))
-    return f"Software versions recorded in the model cards: {listed}. This report was made with brainage {__version__}."
+    return f"Software versions recorded in the model cards: {listed}. This report was made with brainage {source_version()}."
 
 
 def _num_list(values: list) -> str:

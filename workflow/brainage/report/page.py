@@ -6,7 +6,7 @@ import html
 
 import pandas as pd
 
-from brainage import __version__
+from brainage._version import source_version
 from brainage.report.tables import format_number, split_sets
 
 # Inline style only: the report must open offline, from an e-mail or a cluster's file system.
@@ -149,7 +149,7 @@ def render_page(*, title: str, date: str, summary: str, figures: dict[str, str],
     """
     esc = html.escape
     return _PAGE.format(
-        css=_CSS, title=esc(title), date=esc(date), version=esc(__version__), summary=esc(summary),
+        css=_CSS, title=esc(title), date=esc(date), version=esc(source_version()), summary=esc(summary),
         figures="\n".join(_figure(model, png, held_out) for model, png in figures.items())
         or "<p>No predictions to plot.</p>",
         metrics=metrics_html, corrected=corrected_html, n_excluded=int(n_excluded), exclusions=exclusions_html,

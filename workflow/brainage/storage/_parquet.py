@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from brainage import __version__
+from brainage._version import source_version
 from brainage.errors import InputDataError
 from brainage.storage._atomic import REBUILD_HINT, atomic_path
 
@@ -92,7 +92,7 @@ def _provenance(kind: str, participant_id: str | None, provenance: dict | None) 
     record = {
         "kind": kind,
         "schema_version": SCHEMA_VERSION,
-        "package_version": __version__,
+        "package_version": source_version(),
         "participant_id": participant_id,
     }
     record.update(provenance or {})

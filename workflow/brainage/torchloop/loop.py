@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-import brainage
+from brainage._version import source_version
 from brainage.errors import InputDataError
 from brainage.storage import atomic_path, read_torch
 from brainage.torchloop.batches import epoch_batches
@@ -146,7 +146,7 @@ def software_versions() -> dict[str, str]:
 
     str(): ``torch.__version__`` is a TorchVersion, which ``weights_only`` loading refuses.
     """
-    return {"brainage": brainage.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
+    return {"brainage": source_version(), "torch": str(torch.__version__), "numpy": np.__version__,
             "python": platform.python_version()}
 
 
