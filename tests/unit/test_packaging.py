@@ -1,12 +1,14 @@
 """Declared dependencies: pyproject.toml and envs/brainage.yaml agree, and cover what the package imports."""
 
 import ast
+import importlib
 import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 
@@ -88,3 +90,13 @@ def test_every_declared_dependency_is_imported_or_needed_otherwise():
     unused = set(_declared()) - imported - set(NOT_IMPORTED)
     assert not unused, f"declared in pyproject.toml but imported nowhere in workflow/brainage: {sorted(unused)}"
     assert not set(NOT_IMPORTED) & imported, "a NOT_IMPORTED entry is imported now: remove it there"
+
+
+def test_the_brainage_script_is_the_stage_launcher(capsys):
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"brainage": "brainage.__main__:main"}
+    module, _, name = scripts["brainage"].partition(":")
+    entry = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit) as done:
+        entry(["--help"])  # what the installed script runs, as `brainage --help`
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: brainage ")

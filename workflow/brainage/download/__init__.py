@@ -1,1 +1,1 @@
-"""Inputs fetched or built before preprocessing: atlases (and, later, INDI datasets)."""
+"""Inputs fetched or built before preprocessing: atlases, INDI datasets and ABIDE PCP ROI series."""
