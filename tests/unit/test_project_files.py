@@ -1,8 +1,13 @@
-"""The files users expect at the repository root agree with pyproject.toml: LICENSE."""
+"""The files users expect at the repository root agree with pyproject.toml: LICENSE, CITATION.cff."""
 
 import re
 import tomllib
 from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+import brainage
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -37,3 +42,31 @@ def test_license_is_the_bsd_3_clause_text_that_pyproject_declares():
     ):
         assert clause in words, clause
     assert words.endswith("EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.")
+
+
+def test_citation_file_agrees_with_pyproject():
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    assert {"cff-version", "message", "title", "authors"} <= set(cff)  # required by CFF 1.2.0
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["title"] == "brainage: brain age from resting-state fMRI"
+    assert cff["version"] == PROJECT["version"] == brainage.__version__
+    assert cff["license"] == PROJECT["license"]["text"]
+    assert cff["authors"] == [{"name": "The brainage developers"}]
+    assert cff["abstract"].strip() and all(isinstance(k, str) and k for k in cff["keywords"])
+
+
+def test_citation_references_are_complete_and_match_the_pinned_tools():
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    pins = {Requirement(d).name.lower(): str(Requirement(d).specifier) for d in PROJECT["dependencies"]}
+    titles = {}
+    for ref in cff["references"]:
+        assert {"type", "title", "authors"} <= set(ref) and ref["authors"], ref.get("title")
+        assert all(a.get("name") or (a.get("family-names") and a.get("given-names")) for a in ref["authors"])
+        # A DOI, not a resolver URL (the CFF schema's pattern).
+        assert "doi" not in ref or re.fullmatch(r"10\.\d{4,9}(\.\d+)?/[A-Za-z0-9:/_;\-.()\[\]\\]+", ref["doi"])
+        if ref["type"] == "article":
+            assert {"journal", "volume", "start", "year"} <= set(ref), ref["title"]
+        titles[ref["title"]] = ref
+    assert titles["Nilearn"]["version"] == pins["nilearn"].removeprefix("==")
+    assert "snakemake" in pins and "Sustainable data analysis with Snakemake" in titles
+    assert titles["fMRIPrep: a robust preprocessing pipeline for functional MRI"]["doi"] == "10.1038/s41592-018-0235-4"
