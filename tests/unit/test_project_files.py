@@ -1,4 +1,4 @@
-"""The files users expect at the repository root agree with pyproject.toml: LICENSE, CITATION.cff."""
+"""The files users expect at the repository root agree with pyproject.toml: LICENSE, CITATION.cff, CHANGELOG.md."""
 
 import re
 import tomllib
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 import brainage
 
@@ -70,3 +71,22 @@ def test_citation_references_are_complete_and_match_the_pinned_tools():
     assert titles["Nilearn"]["version"] == pins["nilearn"].removeprefix("==")
     assert "snakemake" in pins and "Sustainable data analysis with Snakemake" in titles
     assert titles["fMRIPrep: a robust preprocessing pipeline for functional MRI"]["doi"] == "10.1038/s41592-018-0235-4"
+
+
+def test_changelog_keeps_a_changelog_and_its_last_release_is_pyproject_version():
+    text = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert text.startswith("# Changelog\n")
+    releases = re.findall(r"^## \[([^\]]+)\](.*)$", text, re.M)
+    assert releases[0] == ("Unreleased", "")
+    assert releases[1][0] == PROJECT["version"]  # the newest release is the version pyproject.toml gives
+    for version, dated in releases[1:]:
+        Version(version)
+        assert re.fullmatch(r" - \d{4}-\d\d-\d\d", dated), version
+    # Each release: groups of Keep a Changelog's kinds, each with at least one entry.
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        groups = re.split(r"^### ", section, flags=re.M)[1:]
+        assert groups, section.splitlines()[0]
+        for group in groups:
+            kind, _, body = group.partition("\n")
+            assert kind in {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, kind
+            assert re.search(r"^- \S", body, re.M), kind
