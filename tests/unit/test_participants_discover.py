@@ -118,3 +118,27 @@ def test_the_manifest_records_each_exclusion_and_its_cli_takes_the_selection(tmp
     # The same answer as the workflow's (subject_files) for the same selection.
     build_manifest(participants, "study", deriv, Selection.from_config(selection, None), out, excl)
     assert pd.read_csv(excl, sep="\t")["participant_id"].tolist() == list(exclusions.index)
+
+
+def test_the_age_at_the_chosen_session_comes_from_sessions_tsv(tmp_path):
+    """Longitudinal data: sub-01's age per session in sub-01/sub-01_sessions.tsv beside participants.tsv."""
+    deriv = tmp_path / "deriv"
+    for ses in ("1", "2"):
+        write_run(deriv, "01", ses=ses)
+        write_run(deriv, "02", ses=ses)
+    (tmp_path / "sub-01").mkdir()
+    (tmp_path / "sub-01" / "sub-01_sessions.tsv").write_text("session_id\tage\nses-1\t30.5\nses-2\t32.25\n")
+    participants = tmp_path / "participants.tsv"
+    participants.write_text("participant_id\tage\tsex\tsite\nsub-01\tn/a\tF\tA\nsub-02\t40\tM\tA\n")
+    out, excl = tmp_path / "m.tsv", tmp_path / "e.tsv"
+    build_manifest(participants, "study", deriv, REST, out, excl)
+    manifest = pd.read_csv(out, sep="\t", dtype={"session": str}).set_index("participant_id")
+    # sub-01 has no age in participants.tsv: its session's age is used; sub-02 has no sessions file.
+    assert manifest.loc["sub-01", "age"] == 30.5 and manifest.loc["sub-02", "age"] == 40.0
+    assert manifest["session"].tolist() == ["1", "1"]
+    build_manifest(participants, "study", deriv, Selection(task="rest", space=SPACE, session="2"), out, excl)
+    assert pd.read_csv(out, sep="\t").set_index("participant_id").loc["sub-01", "age"] == 32.25
+    (tmp_path / "sub-01" / "sub-01_sessions.tsv").write_text("session_id\tage\nses-1\told\n")
+    build_manifest(participants, "study", deriv, REST, out, excl)
+    reason = pd.read_csv(excl, sep="\t").set_index("participant_id").loc["sub-01", "reason"]
+    assert reason == f"age 'old' is not a number in {tmp_path / 'sub-01' / 'sub-01_sessions.tsv'} row 1"

@@ -184,19 +184,25 @@ def build_manifest(
     table = storage.read_tsv(path, dtype=str)
     _check_columns(table, path)
     labels = _labels(table["participant_id"], path)
-    ages = pd.to_numeric(table["age"], errors="coerce").astype(float)
     by_user = {pid.removeprefix("sub-"): reason for pid, reason in (exclude or {}).items()}
     unknown = sorted(f"sub-{x}" for x in set(by_user) - set(labels))
     if unknown:
         raise ConfigError(f"inputs.exclude: {', '.join(unknown)} not in {path}")
-    file_problems = subject_files([x for x in labels if x not in by_user], derivatives, selection)[1]
+    runs, file_problems = subject_files([x for x in labels if x not in by_user], derivatives, selection)
+    sessions = {label: chosen[0].entity.get("session") for label, chosen in runs.items()}
+    raw_ages, wheres = table["age"].tolist(), [f"{path} row {row}" for row in range(1, len(table) + 1)]
+    for i, label in enumerate(labels):
+        found = session_age([path.parent, Path(derivatives)], label, sessions.get(label))
+        if found is not None:
+            raw_ages[i], wheres[i] = found
+    ages = pd.to_numeric(pd.Series(raw_ages, dtype=object), errors="coerce").astype(float)
     reasons = []
-    for row, (label, raw, age) in enumerate(zip(labels, table["age"], ages), start=1):
+    for label, raw, age, where in zip(labels, raw_ages, ages, wheres):
         if label in by_user:
             reasons.append(f"excluded in the config (inputs.exclude): {by_user[label]}")
             log.info("excluding sub-%s: %s", label, reasons[-1])
             continue
-        reason = age_problem(raw, age, f"{path} row {row}")
+        reason = age_problem(raw, age, where)
         if reason is None:
             reason = file_problems.get(label)
         if reason is not None:
@@ -207,11 +213,44 @@ def build_manifest(
         raise InputDataError(f"{path}: all {len(table)} participants were excluded (reasons logged above)")
 
     manifest = _manifest(table, labels, ages, dataset, path)
+    if any(sessions.values()) and "session" not in manifest.columns:
+        manifest["session"] = [sessions.get(label) or "n/a" for label in labels]
     excluded = [(f"sub-{x}", STAGE, r) for x, r in zip(labels, reasons) if r is not None]
     exclusions = storage.exclusions_frame(excluded)
     write_tsv(out, manifest[keep].reset_index(drop=True))
     write_tsv(exclusions_out, exclusions)
     log.info("%s: %d participants kept, %d excluded", path, int(keep.sum()), int((~keep).sum()))
+
+
+def session_age(roots: Sequence[Path], label: str, session: str | None) -> tuple[str, str] | None:
+    """The age of ``sub-<label>`` at ``session`` from a BIDS ``sub-<label>/sub-<label>_sessions.tsv``.
+
+    Longitudinal datasets (NKI-RS, CoRR) record the age per session there; it wins over
+    participants.tsv's age. The first of ``roots`` (the raw dataset holding participants.tsv,
+    then the derivatives) that has the file is read.
+
+    Returns
+    -------
+    (raw age, where) or None
+        The age as written (checked like participants.tsv's) and "<file> row <n>"; None without a
+        session, a sessions file, an ``age`` column or a row for the session.
+    """
+    if session is None:
+        return None
+    for root in roots:
+        path = Path(root, f"sub-{label}", f"sub-{label}_sessions.tsv")
+        if not path.is_file():
+            continue
+        table = storage.read_tsv(path, dtype=str)
+        storage.require_columns(table, path, ["session_id"], "sessions table")
+        if "age" not in table.columns:
+            return None
+        rows = [i for i, s in enumerate(table["session_id"].fillna("")) if s.strip().removeprefix("ses-") == session]
+        if not rows:
+            log.warning("%s: no row for session ses-%s; the age of participants.tsv is used", path, session)
+            return None
+        return table["age"].iloc[rows[0]], f"{path} row {rows[0] + 1}"
+    return None
 
 
 def _manifest(
