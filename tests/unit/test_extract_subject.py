@@ -1,11 +1,13 @@
 """Tests for brainage.extract.subject and the CLI: outputs, QC, provenance, exclusions."""
 
 import json
+import logging
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
-from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold
+from extract_fixtures import extract_params, make_subject, outputs, rewrite_bold, write_atlas_dir
 
 from brainage import storage
 from brainage._version import source_version
@@ -48,7 +50,8 @@ def test_cli_end_to_end(tmp_path):
     assert qc["fd_dvars_r"] == pytest.approx(conf["framewise_displacement"].corr(conf["dvars"]))
     assert -1 <= qc["fd_dvars_r_clean"] <= 1
     assert qc["atlases"] == {"octants": {"kind": "labels", "n_regions": 9, "lost_regions": ["roi_009"],
-                                         "lost_coverage": [0.0], "min_coverage": 0.0}}
+                                         "lost_coverage": [0.0], "min_coverage": 0.0,
+                                         "space": "MNI152NLin2009cAsym"}}
     assert qc["bold"] == subject.bold.name
 
     series = storage.read_timeseries(out["series_out"][0])
@@ -317,3 +320,17 @@ def test_runs_that_cannot_be_joined_exclude_the_subject_naming_the_run(tmp_path)
     with pytest.raises(ValueError, match="2 BOLD runs, 1 masks and 2 confounds tables"):
         extract_subject("sub-01", [one.bold, two.bold], [one.mask], [one.atlas_dir], extract_params(), **out,
                         confounds=[one.confounds, two.confounds])
+
+
+def test_an_atlas_in_another_template_space_is_recorded_and_warned_about(tmp_path, caplog):
+    subject = make_subject(tmp_path)
+    other = write_atlas_dir(tmp_path / "nlin6", subject.atlas, pd.read_csv(subject.atlas_labels, sep="\t"),
+                            space="MNI152NLin6Asym")
+    with caplog.at_level(logging.WARNING, logger="brainage.extract.subject"):
+        qc = extract_subject("sub-01", subject.bold, subject.mask, [subject.atlas_dir, other], extract_params(),
+                             series_out=[tmp_path / "a.parquet", tmp_path / "b.parquet"],
+                             volumes_out=tmp_path / "v.parquet", qc_out=tmp_path / "qc.json", confounds=subject.confounds)
+    assert {k: v["space"] for k, v in qc["atlases"].items()} == {"octants": "MNI152NLin2009cAsym", "nlin6": "MNI152NLin6Asym"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "template" in r.getMessage()]
+    assert warnings == [f"atlas nlin6 is defined in MNI152NLin6Asym, the BOLD {subject.bold.name} in MNI152NLin2009cAsym: "
+                        "the atlas is placed on the BOLD grid by its affine, with no transform between the two templates"]

@@ -39,6 +39,8 @@ class Atlas:
         Sphere radius.
     path : Path
         The folder (named in messages).
+    space : str or None
+        The template space its ``atlas.json`` records (e.g. ``MNI152NLin6Asym``), None if none.
     """
 
     id: str
@@ -47,6 +49,7 @@ class Atlas:
     image: nib.Nifti1Image | None
     radius_mm: float | None
     path: Path
+    space: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def load_atlas_dir(path: str | os.PathLike) -> Atlas:
         radius = meta.get("radius_mm")
         if not isinstance(radius, int | float) or radius <= 0:
             raise InputDataError(f"{meta_path}: sphere atlases need a positive 'radius_mm', found {radius!r}")
-        return Atlas(meta.get("id", path.name), kind, labels, None, float(radius), path)
+        return Atlas(meta.get("id", path.name), kind, labels, None, float(radius), path, meta.get("space"))
     image_path = path / (meta.get("image") or "atlas.nii.gz")
     try:
         image = load_atlas(image_path) if kind == "labels" else nib.load(image_path)
@@ -112,7 +115,7 @@ def load_atlas_dir(path: str | os.PathLike) -> Atlas:
     if kind == "maps" and (len(image.shape) != 4 or image.shape[3] < labels["index"].max()):
         raise InputDataError(f"{image_path}: expected 4D maps with at least {labels['index'].max()} volumes "
                              f"(one per labels.tsv row), found shape {tuple(image.shape)}")
-    return Atlas(meta.get("id", path.name), kind, labels, image, None, path)
+    return Atlas(meta.get("id", path.name), kind, labels, image, None, path, meta.get("space"))
 
 
 def region_operator(atlas: Atlas, grid: nib.Nifti1Image, brain: np.ndarray) -> RegionOperator:

@@ -16,6 +16,7 @@ from brainage.errors import InputDataError
 from brainage.extract import clean, confounds, inputs, nifti, regions, volumes
 from brainage.extract.params import ExtractParams
 from brainage.preprocess.qc import motion_metrics
+from brainage.templates import bold_space, other_template
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def extract_subject(
     runs = list(zip(bolds, masks, confounds_files or [None] * len(bolds), strict=True))
     sources = {"bold": _names(bolds), "mask": _names(masks)}
     qc = _qc_record(participant_id, bolds, cfg, loaded, denoised)
+    _note_spaces(loaded, bolds[0], qc)
     try:
         result = _extract(runs, denoised, loaded, cfg, qc, sources)
     except InputDataError as err:
@@ -150,6 +152,18 @@ def extract_subject(
                               participant_id=participant_id, provenance=result.provenance[0])
     storage.write_json(qc_out, qc)
     return qc
+
+
+def _note_spaces(atlases: list[regions.Atlas], bold, qc: dict) -> None:
+    """Record each atlas's template space; warn when it is another template than the BOLD's (no
+    transform between templates is applied: the atlas is placed on the BOLD grid by its affine)."""
+    space = bold_space(bold)
+    for atlas in atlases:
+        qc["atlases"][atlas.id]["space"] = atlas.space
+        if other_template(atlas.space, space):
+            logger.warning("atlas %s is defined in %s, the BOLD %s in %s: the atlas is placed on the BOLD grid "
+                           "by its affine, with no transform between the two templates", atlas.id, atlas.space,
+                           Path(bold).name, space)
 
 
 def _paths(value: PathOrPaths | None) -> list:

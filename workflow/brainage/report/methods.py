@@ -8,6 +8,7 @@ import pandas as pd
 
 from brainage._version import source_version
 from brainage.demo import bold_res
+from brainage.templates import other_template
 from brainage.models import is_torch, resolve
 from brainage.models import stack_bases as models_stack_bases
 from brainage.report import preprocessing, sources
@@ -169,11 +170,26 @@ def features_text(config: dict, atlases: list[dict] = ()) -> str:
     else:
         source_grid = f"from the res-{bold_res(config)} BOLD grid" if bold_res(config) else "from the BOLD grid"
     return (
-        f"{atlases_text(config['atlases'], config['extract'], atlases)} For the frame-wise 3D CNN, cleaned "
+        f"{atlases_text(config['atlases'], config['extract'], atlases)}{_template_note(config, atlases)} "
+        f"For the frame-wise 3D CNN, cleaned "
         f"volumes were block-averaged to {config['extract']['volume_voxel_size']} mm voxels {source_grid} (a "
         f"coarse voxel kept when at least half of it lies in the brain mask), "
         f"{_volume_scaling(config['extract'])} and stored as float16."
     )
+
+
+def _template_note(config: dict, atlases: list[dict]) -> str:
+    """A warning sentence for atlases defined in another template than the BOLD's inputs.space."""
+    if config["inputs"]["source"] == "indi":
+        return ""  # INDI derivatives carry their own spaces (ABIDE PCP: MNI152 of FSL), not inputs.space
+    space = config["inputs"]["space"]
+    others = [f"atlas-{meta.get('id')} ({meta.get('space')})" for meta in atlases
+              if other_template(meta.get("space"), space)]
+    if not others:
+        return ""
+    return (f" Warning: {', '.join(others)} {'is' if len(others) == 1 else 'are'} defined in another template "
+            f"than the BOLD ({space}); no transform between the templates was applied (each atlas was placed on "
+            "the BOLD grid by its affine), so region boundaries may be displaced.")
 
 
 def _volume_scaling(extract: dict) -> str:
