@@ -10,6 +10,10 @@ min_version("9.0")
 include: "rules/config_syntax.smk"
 
 
+# `snakemake --report report.zip`: our HTML report, each model's figure and metrics.tsv, with captions.
+report: "rules/captions/workflow.rst"
+
+
 # The working directory's own config/config.yaml when it has one (a copied or deployed workflow, or a
 # run with --directory that brings its config); otherwise the defaults shipped next to this Snakefile,
 # so `snakemake --directory /scratch/run` writes results/ there and still finds a config.

@@ -7,7 +7,12 @@ rule evaluate:
         model_outputs("predictions.parquet"),
     output:
         predictions="results/evaluate/predictions.parquet",
-        metrics="results/evaluate/metrics.tsv",
+        metrics=report(
+            "results/evaluate/metrics.tsv",
+            caption="captions/metrics.rst",
+            category="3. Metrics",
+            labels={"file": "metrics.tsv"},
+        ),
     log:
         "logs/evaluate.log",
     conda:

@@ -14,7 +14,19 @@ rule report:
         extract_qc=subject_outputs("qc"),
         atlases=built_atlases,
     output:
-        "results/report.html",
+        page=report(
+            "results/report.html",
+            caption="captions/report.rst",
+            category="1. Report",
+            labels={"file": "report.html"},
+        ),
+        figures=report(
+            directory("results/report_figures"),
+            patterns=["{model}.png"],
+            caption="captions/figure.rst",
+            category="2. Figures",
+            labels={"model": "{model}"},
+        ),
     log:
         "logs/report.log",
     conda:
@@ -28,4 +40,4 @@ rule report:
         " --metrics {input.metrics:q} --predictions {input.predictions:q}"
         " --cards {input.cards:q} --fmriprep-records {input.fmriprep_records:q}"
         " --extract-qc {input.extract_qc:q} --atlases {input.atlases:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output.page:q} --figures-out {output.figures:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 
 import json
 import re
+import zipfile
 
 import pandas as pd
 import pytest
@@ -30,6 +31,7 @@ EXPECTED_OUTPUTS = [
     "results/evaluate/predictions.parquet",
     "results/evaluate/metrics.tsv",
     "results/report.html",
+    "results/report_figures/cnn_rnn.png",
 ]
 
 
@@ -129,3 +131,16 @@ def test_model_cards_carry_provenance(demo_run):
     assert card["model"] == "cnn_rnn"
     assert card["fold"] == 0
     assert card["params"]["window"] == 24
+
+
+def test_snakemake_report_holds_our_page_the_figures_and_metrics_with_captions(demo_run, tmp_path):
+    """`snakemake --report report.zip`: Snakemake's own report lists our files with their captions."""
+    snakemake(demo_run, "--report", str(tmp_path / "report.zip"), "--cores", "1")
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+        page = archive.read("report/report.html").decode()
+    listed = sorted(name.rsplit("/", 1)[1] for name in names if name.startswith("report/data/raw/"))
+    assert listed == sorted(["report.html", "metrics.tsv", *(f"{m}.png" for m in
+                                                             ["dummy", "connectome_ridge", "roi_gru", "cnn_rnn", "stack"])])
+    assert "Model <strong>cnn_rnn" in page  # the figure caption, with its model
+    assert "One row per model and set" in page and "honest evaluation against a dummy" in page

@@ -121,6 +121,19 @@ def test_report_is_one_self_contained_file(tmp_path):
     assert all(base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n") for png, _ in images)
 
 
+def test_figures_out_holds_the_embedded_pngs_one_per_model(tmp_path):
+    paths = write_inputs(tmp_path)
+    figures = tmp_path / "results" / "report_figures"
+    figures.mkdir(parents=True)
+    (figures / "old_model.png").write_bytes(b"stale")  # a model no longer listed is removed
+    build_report(resolved_config(), out=tmp_path / "results" / "report.html", figures_out=figures, **paths)
+    html = (tmp_path / "results" / "report.html").read_text()
+    embedded = dict((alt.removeprefix("Predicted versus true age, "), base64.b64decode(png)) for png, alt in
+                    re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html))
+    assert sorted(p.name for p in figures.iterdir()) == ["connectome_ridge.png", "dummy.png"]
+    assert {p.stem: p.read_bytes() for p in figures.iterdir()} == embedded
+
+
 def test_summary_counts_subjects_and_compares_best_model_with_dummy(tmp_path):
     html = build(tmp_path)
     assert "8 subjects were listed in the manifest, 6 were analysed and 2 were excluded." in html

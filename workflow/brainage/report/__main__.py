@@ -11,7 +11,8 @@ from brainage.report.build import build_report
 
 def _build(args: argparse.Namespace) -> None:
     build_report(args.config, args.manifest, args.cohort, args.exclusions, args.metrics,
-                 args.predictions, args.cards, args.out, args.fmriprep_records, args.extract_qc, args.atlases)
+                 args.predictions, args.cards, args.out, args.fmriprep_records, args.extract_qc, args.atlases,
+                 figures_out=args.figures_out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--atlases", type=existing_dir, nargs="*", default=[],
                        help="built atlas folders resources/atlases/<id>, in config order")
     build.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    build.add_argument("--figures-out", type=Path, help="folder for each model's figure as <model>.png (optional)")
     build.set_defaults(func=_build)
     return run(parser, argv)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
 import os
+from pathlib import Path
 
 from brainage import storage
 from brainage.report.extract_qc import qc_section
@@ -34,6 +36,7 @@ def build_report(
     fmriprep_records: list[str | os.PathLike] = (),
     extract_qc: list[str | os.PathLike] = (),
     atlases: list[str | os.PathLike] = (),
+    figures_out: str | os.PathLike | None = None,
 ) -> None:
     """Write the HTML report of one workflow run.
 
@@ -64,6 +67,9 @@ def build_report(
         The built atlas folders (resources/atlases/<id>), in config order: their atlas.json
         (kind, source, citation) and labels.tsv (region count) describe the atlases in the methods.
         None: the atlases are described from the config.
+    figures_out : path, optional
+        A folder to write each model's figure into as well, ``<model>.png`` (the same PNGs the
+        page embeds; Snakemake's ``--report`` shows them with captions).
 
     Raises
     ------
@@ -74,12 +80,15 @@ def build_report(
     """
     data = load_inputs(config, manifest, cohort, exclusions, metrics, predictions, cards, extract_qc, atlases)
     n_excluded = int(data.exclusions["participant_id"].nunique())
+    figures = model_figures(data.predictions, data.cohort, data.metrics)
+    if figures_out is not None:
+        _write_figures(figures, Path(figures_out))
     page = render_page(
         # The manifest's datasets: one name for local data, each downloaded dataset's for INDI.
         title=f"brainage report: {', '.join(data.manifest['dataset'].astype(str).unique())}",
         date=datetime.date.today().isoformat(),
         summary=summary_text(data.manifest, data.cohort, data.exclusions, data.metrics),
-        figures=model_figures(data.predictions, data.cohort, data.metrics),
+        figures=figures,
         metrics_html=metrics_sections(data.metrics, heldout_description(config["dataset"]) or "set 'test'")
         + site_section(data.predictions, data.cohort, list(dict.fromkeys(data.metrics["model"]))),
         corrected_html=corrected_section(data.metrics, bool(config["evaluate"]["bias_correction"])),
@@ -93,3 +102,14 @@ def build_report(
     with storage.atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     logger.info("wrote %s (%d models, %d excluded subjects)", out, data.metrics["model"].nunique(), n_excluded)
+
+
+def _write_figures(figures: dict[str, str], folder: Path) -> None:
+    """Each model's figure (base64 PNG, as embedded in the page) as ``folder/<model>.png``, atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        if stale.stem not in figures:
+            stale.unlink()
+    for model, png in figures.items():
+        with storage.atomic_path(folder / f"{model}.png") as tmp:
+            tmp.write_bytes(base64.b64decode(png))
