@@ -39,12 +39,20 @@ validate(config, "../config/config.schema.yaml")
 
 DEMO = config["inputs"]["source"] == "demo"
 INDI = config["inputs"]["source"] == "indi"
+# A local raw BIDS dataset, preprocessed here by fMRIPrep (rules/preprocess.smk).
+LOCAL_BIDS = config["inputs"]["source"] == "bids"
 TASK = config["inputs"]["task"]
 SPACE = config["inputs"]["space"]
 RES = brainage.demo.bold_res(config)
-DERIV = "resources/demo/derivatives" if DEMO else config["inputs"]["derivatives"]
+DERIV = (
+    "resources/demo/derivatives"
+    if DEMO
+    else config["inputs"]["bids_dir"] if LOCAL_BIDS else config["inputs"]["derivatives"]
+)
 PARTICIPANTS = (
-    "resources/demo/participants.tsv" if DEMO else config["inputs"]["participants"]
+    "resources/demo/participants.tsv"
+    if DEMO
+    else config["inputs"]["participants"] or f"{DERIV}/participants.tsv"
 )
 MODELS = config["train"]["models"]
 FOLDS = list(range(config["dataset"]["n_folds"]))
@@ -161,9 +169,12 @@ def _subjects():
         }
     ids = brainage.participants.read_participant_ids(PARTICIPANTS)
     excluded = {pid.removeprefix("sub-") for pid in config["inputs"]["exclude"]}
-    runs, _ = brainage.participants.subject_files(
-        [s for s in ids if s not in excluded], DERIV, SELECTION
+    find = (
+        brainage.participants.raw_subject_files
+        if LOCAL_BIDS
+        else brainage.participants.subject_files
     )
+    runs, _ = find([s for s in ids if s not in excluded], DERIV, SELECTION)
     return runs
 
 
@@ -329,6 +340,8 @@ def extract_inputs(wildcards):
     """The files one extraction reads: fMRIPrep-format (given, or made here from raw BIDS), or a
     downloaded PCP func_preproc + mask (already denoised: no confounds)."""
     atlas = {"atlases": expand(rules.atlas.output[0], atlas=ATLASES)}
+    if LOCAL_BIDS:
+        return preprocessed_files(wildcards.subject) | atlas
     if not INDI:
         runs = RUNS[wildcards.subject]
         return {

@@ -30,6 +30,12 @@ def fmriprep_ready():
         raise WorkflowError(f"fMRIPrep cannot run: {err}") from None
 
 
+# A local raw BIDS dataset: fMRIPrep's set-up is checked at DAG build, before any job is submitted
+# (INDI datasets: once the download tells whether raw data are there, in indi_subjects).
+if LOCAL_BIDS:
+    fmriprep_ready()
+
+
 @functools.cache
 def bids_root(root, dataset):
     """A downloaded BIDS root, checked once: it must still exist and hold sub-* folders."""
@@ -46,6 +52,10 @@ def chosen_run(label):
 
     One run per subject is preprocessed and analysed (sorted by session, task, acq, run).
     """
+    if LOCAL_BIDS:
+        run = RUNS[label][0]
+        bids_root(DERIV, "inputs.bids_dir")
+        return DERIV, run.funcdir, run.label
     dataset, rows = subject_files(label)
     bold = sorted(rows.loc[rows["kind"] == "bold", "path"])[0]
     root, rel = bold.split(f"/sub-{label}/", 1)
@@ -76,8 +86,15 @@ def fmriprep_inputs(wildcards):
 
     The licence is checked, not an input: renewing it must not rerun every subject.
     """
-    _, rows = subject_files(wildcards.subject)
-    inputs = {"raw": sorted(rows["path"])}
+    if LOCAL_BIDS:
+        run = RUNS[wildcards.subject][0]
+        sidecar = run.bold.with_name(run.bold.name.replace(".nii.gz", ".json"))
+        raw = [run.bold, *([sidecar] if sidecar.is_file() else [])]
+        raw += brainage.participants.discover.anat_files(DERIV, wildcards.subject)
+        inputs = {"raw": sorted(map(str, raw))}
+    else:
+        _, rows = subject_files(wildcards.subject)
+        inputs = {"raw": sorted(rows["path"])}
     if TEMPLATEFLOW:
         inputs["templates"] = rules.templateflow_prefetch.output.table
     return inputs
@@ -125,6 +142,11 @@ def fmriprep_runtime(wildcards, attempt):
 
 def fmriprep_records(wildcards):
     """Every fMRIPrep job's record (what ran), for the report; none without raw BIDS datasets."""
+    if LOCAL_BIDS:
+        return [
+            rules.fmriprep_subject.output.record.format(**run_wildcards(label))
+            for label in SUBJECTS
+        ]
     if not (INDI and RAW_DATASETS):
         return []
     return [

@@ -37,6 +37,7 @@ else:
         params:
             dataset=config["inputs"]["dataset"],
             derivatives=DERIV,
+            raw="--raw-bids" if LOCAL_BIDS else "",
             selection=selection_json(),
             # The runs found (a change in the derivatives folder reruns the manifest).
             runs=runs_digest(),
@@ -44,7 +45,7 @@ else:
             code=code_hash("brainage.participants.__main__"),
         shell:
             "python -m brainage.participants manifest --participants {input:q}"
-            " --dataset {params.dataset:q} --derivatives {params.derivatives:q}"
+            " --dataset {params.dataset:q} --derivatives {params.derivatives:q} {params.raw}"
             " --selection {params.selection:q} --exclude {params.exclude:q}"
             " --out {output.manifest:q} --exclusions-out {output.exclusions:q} > {log:q} 2>&1"
 

@@ -1,4 +1,5 @@
-"""fMRIPrep, one job per subject, for raw BIDS datasets; derivative inputs never reach this file's rules.
+"""fMRIPrep, one job per subject, for raw BIDS datasets (INDI downloads or a local inputs.bids_dir);
+derivative inputs never reach this file's rules.
 
 Input functions and the derivative names: rules/common_preprocess.smk.
 """
@@ -9,7 +10,7 @@ wildcard_constraints:
     entities="[A-Za-z0-9]+-[A-Za-z0-9]+(_[A-Za-z0-9]+-[A-Za-z0-9]+)*",
 
 
-if INDI and RAW_DATASETS and TEMPLATEFLOW:
+if ((INDI and RAW_DATASETS) or LOCAL_BIDS) and TEMPLATEFLOW:
 
     localrules:
         templateflow_prefetch,
@@ -42,7 +43,7 @@ if INDI and RAW_DATASETS and TEMPLATEFLOW:
             " --out {output.table:q} --no-progress > {log:q} 2>&1"
 
 
-if INDI and RAW_DATASETS:
+if (INDI and RAW_DATASETS) or LOCAL_BIDS:
 
     rule fmriprep_subject:
         """Preprocess one subject's BOLD run with fMRIPrep; check the derivatives, record the version."""

@@ -54,3 +54,21 @@ def rename_demo_run(derivatives: Path, label: str, demo_res: str, **entities) ->
         new[kind].parent.mkdir(parents=True, exist_ok=True)
         path.replace(new[kind])
     return new
+
+
+def write_local_bids(root: Path, ages: dict[str, float], *, n_frames: int = 60, seed: int = 0) -> Path:
+    """A small raw BIDS dataset: participants.tsv (participant_id, age, sex, site), per subject a ses-1
+    T1w and two rest runs (run-1, run-2) with sidecars; tiny valid NIfTIs (indi_layouts' writer)."""
+    import numpy as np
+    import pandas as pd
+    from indi_layouts import _site_root, _subject_files
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    _site_root(root)
+    for label in ages:
+        _subject_files(root, label, "1", ["task-rest_run-1", "task-rest_run-2"], rng, sidecars=True, n_frames=n_frames)
+    pd.DataFrame({"participant_id": [f"sub-{x}" for x in ages], "age": list(ages.values()),
+                  "sex": ["F", "M"] * (len(ages) // 2) + ["F"] * (len(ages) % 2), "site": "local"}).to_csv(
+        root / "participants.tsv", sep="\t", index=False)
+    return root

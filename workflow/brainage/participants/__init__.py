@@ -13,7 +13,7 @@ import pandas as pd
 
 from brainage import storage
 from brainage.errors import ConfigError, InputDataError
-from brainage.participants.discover import Run, Selection, find_runs
+from brainage.participants.discover import RawRun, Run, Selection, find_raw_runs, find_runs
 from brainage.participants.inputs import input_problems
 from brainage.storage import MANIFEST_COLUMNS, write_tsv
 
@@ -133,6 +133,19 @@ def subject_files(labels: Sequence[str], derivatives: str | os.PathLike,
     return {label: chosen for label, chosen in runs.items() if label not in problems}, problems
 
 
+def raw_subject_files(labels: Sequence[str], bids_dir: str | os.PathLike,
+                      selection: Selection) -> tuple[dict[str, list[RawRun]], dict[str, str]]:
+    """A local raw BIDS dataset's runs to preprocess, and why the other subjects cannot be used.
+
+    The rule the workflow (which subjects fMRIPrep runs for) and the participants stage share:
+    :func:`find_raw_runs` picks the run (a BOLD of the task and a T1w image), then the BOLD must
+    be the subject's own (:func:`input_problems`; the derivatives are checked after fMRIPrep).
+    """
+    runs, problems = find_raw_runs(bids_dir, labels, selection)
+    problems.update(input_problems({label: [r.bold for r in chosen] for label, chosen in runs.items()}))
+    return {label: chosen for label, chosen in runs.items() if label not in problems}, problems
+
+
 def build_manifest(
     participants: str | os.PathLike,
     dataset: str,
@@ -142,6 +155,7 @@ def build_manifest(
     exclusions_out: str | os.PathLike,
     *,
     exclude: Mapping[str, str] | None = None,
+    raw: bool = False,
 ) -> None:
     """Write the participants manifest and the participants-stage exclusions.
 
@@ -165,6 +179,9 @@ def build_manifest(
     exclude : mapping of str to str, optional
         Subjects the user leaves out (``inputs.exclude``), participant id (with or without
         ``sub-``) -> reason; each is recorded with that reason and its files are not checked.
+    raw : bool
+        ``derivatives`` is a raw BIDS dataset that fMRIPrep preprocesses in this workflow
+        (``inputs.source: bids``): its runs are found as :func:`raw_subject_files` finds them.
 
     A subject without a usable run, lacking one of its run's files (sidecar, mask, confounds),
     or whose files are another subject's (:func:`brainage.participants.inputs.input_problems`)
@@ -188,7 +205,8 @@ def build_manifest(
     unknown = sorted(f"sub-{x}" for x in set(by_user) - set(labels))
     if unknown:
         raise ConfigError(f"inputs.exclude: {', '.join(unknown)} not in {path}")
-    runs, file_problems = subject_files([x for x in labels if x not in by_user], derivatives, selection)
+    find = raw_subject_files if raw else subject_files
+    runs, file_problems = find([x for x in labels if x not in by_user], derivatives, selection)
     sessions = {label: chosen[0].entity.get("session") for label, chosen in runs.items()}
     raw_ages, wheres = table["age"].tolist(), [f"{path} row {row}" for row in range(1, len(table) + 1)]
     for i, label in enumerate(labels):

@@ -19,6 +19,7 @@ def _manifest(args: argparse.Namespace) -> None:
         out=args.out,
         exclusions_out=args.exclusions_out,
         exclude=args.exclude,
+        raw=args.raw_bids,
     )
 
 
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     manifest = verbs.add_parser("manifest", help="write the participants manifest and its exclusions")
     manifest.add_argument("--participants", type=existing_file, required=True, help="BIDS participants.tsv")
     manifest.add_argument("--dataset", required=True, help="dataset name written into the manifest")
-    manifest.add_argument("--derivatives", type=existing_dir, required=True, help="fMRIPrep derivatives folder")
+    manifest.add_argument("--derivatives", type=existing_dir, required=True,
+                          help="fMRIPrep derivatives folder (with --raw-bids: the raw BIDS dataset)")
+    manifest.add_argument("--raw-bids", action="store_true",
+                          help="--derivatives is a raw BIDS dataset fMRIPrep runs on: look for raw *_bold.nii.gz and a T1w")
     manifest.add_argument(
         "--selection",
         type=json_object,

@@ -164,20 +164,25 @@ def _natural(label: str | None):
     return (1, int(text), "") if text.isdigit() else (2, 0, text)
 
 
-def _bold_files(subject_dir: Path) -> Iterable[Path]:
-    """Every ``*_desc-preproc_bold.nii.gz`` in ``func/`` and ``ses-*/func/`` of one subject's folder."""
+def _files(subject_dir: Path, datatype: str, ending: str) -> Iterable[Path]:
+    """Every file ending in ``ending`` in ``<datatype>/`` and ``ses-*/<datatype>/`` of one subject's folder."""
     try:
         top = sorted(os.scandir(subject_dir), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return
-    folders = [Path(e.path) for e in top if e.name == "func" and e.is_dir()]
-    folders += [Path(e.path, "func") for e in top if _SESSION_DIR.match(e.name) and e.is_dir()]
+    folders = [Path(e.path) for e in top if e.name == datatype and e.is_dir()]
+    folders += [Path(e.path, datatype) for e in top if _SESSION_DIR.match(e.name) and e.is_dir()]
     for folder in folders:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        yield from (Path(e.path) for e in entries if e.name.endswith(BOLD_ENDING))
+        yield from (Path(e.path) for e in entries if e.name.endswith(ending))
+
+
+def _bold_files(subject_dir: Path) -> Iterable[Path]:
+    """Every ``*_desc-preproc_bold.nii.gz`` in ``func/`` and ``ses-*/func/`` of one subject's folder."""
+    return _files(subject_dir, "func", BOLD_ENDING)
 
 
 def candidate_runs(derivatives: str | os.PathLike, label: str, selection: Selection) -> list[Run]:
@@ -261,3 +266,73 @@ def find_runs(derivatives: str | os.PathLike, labels: Sequence[str], selection: 
         else:
             chosen[label] = picked
     return chosen, problems
+
+
+# --- raw BIDS (inputs.source: bids): the runs fMRIPrep will preprocess here ----------------------
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """One raw BOLD run of a local BIDS dataset (``sub-<label>/[ses-<s>/]func/…_bold.nii.gz``)."""
+
+    bold: Path
+    entities: tuple = field(compare=False)
+
+    @property
+    def entity(self) -> dict:
+        return dict(self.entities)
+
+    @property
+    def label(self) -> str:
+        """The run's entities as in its name, e.g. ``ses-1_task-rest_run-2`` (fMRIPrep keeps them all)."""
+        return self.bold.name[len(f"sub-{self.entity['subject']}_"): -len("_bold.nii.gz")]
+
+    @property
+    def funcdir(self) -> str:
+        """``func`` or ``ses-<label>/func``: where fMRIPrep writes the run's derivatives."""
+        session = self.entity.get("session")
+        return f"ses-{session}/func" if session else "func"
+
+
+def find_raw_runs(bids_dir: str | os.PathLike, labels: Sequence[str],
+                  selection: Selection) -> tuple[dict[str, list[RawRun]], dict[str, str]]:
+    """Each listed subject's raw runs to preprocess, by the same rules as :func:`find_runs`, and
+    why the others have none (no BOLD of the task, or no T1w image: fMRIPrep needs one).
+
+    Space and res entities do not apply to raw data; per-echo files (multi-echo) are skipped
+    unless ``bids_filter`` names ``echo``.
+    """
+    chosen, problems = {}, {}
+    for label in labels:
+        subject_dir = Path(bids_dir, f"sub-{label}")
+        runs = []
+        for path in _files(subject_dir, "func", "_bold.nii.gz"):
+            entities = parse_entities(path)
+            if entities.get("subject") != label or entities.get("task") != selection.task or "space" in entities:
+                continue
+            if "echo" in entities and "echo" not in selection.bids_filter:
+                continue
+            if all(_matches(entities.get(key), wanted) for key, wanted in selection.bids_filter.items()):
+                runs.append(RawRun(path, tuple(sorted(entities.items()))))
+        if not runs:
+            problems[label] = (f"no raw BOLD: nothing named sub-{label}[_ses-*]_task-{selection.task}[_acq-*][_run-*]"
+                               f"_bold.nii.gz in {subject_dir} (func/ or ses-*/func/)"
+                               + (f" that passes inputs.bids_filter {dict(selection.bids_filter)}" if selection.bids_filter else ""))
+            continue
+        if not any(True for _ in _files(subject_dir, "anat", "_T1w.nii.gz")):
+            problems[label] = f"no T1w image in {subject_dir} (anat/ or ses-*/anat/): fMRIPrep needs one"
+            continue
+        picked, reason = choose_runs(runs, selection)
+        if reason is not None:
+            problems[label] = reason
+        else:
+            chosen[label] = picked
+    return chosen, problems
+
+
+def anat_files(bids_dir: str | os.PathLike, label: str) -> list[Path]:
+    """The subject's T1w images and their sidecars (fMRIPrep's anatomical inputs)."""
+    subject_dir = Path(bids_dir, f"sub-{label}")
+    images = list(_files(subject_dir, "anat", "_T1w.nii.gz"))
+    return images + [p.with_name(p.name.replace(".nii.gz", ".json")) for p in images
+                     if p.with_name(p.name.replace(".nii.gz", ".json")).is_file()]

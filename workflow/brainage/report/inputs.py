@@ -24,7 +24,7 @@ PREDICTION_COLUMNS = ("participant_id", "model", "set", "fold", "age", "predicte
 
 # Keys of the resolved workflow config that the methods text reads (the schema fills them all).
 CONFIG_KEYS = {
-    "inputs": ("source", "derivatives", "participants", "dataset", "task", "space", "res"),
+    "inputs": ("source", "derivatives", "participants", "bids_dir", "dataset", "task", "space", "res"),
     "extract": (
         "denoise", "custom", "scrub", "fd_threshold", "std_dvars_threshold", "scrub_min_segment",
         "high_pass", "low_pass", "detrend", "standardize", "min_frames", "min_seconds", "min_region_coverage",

@@ -120,6 +120,12 @@ def data_text(config: dict, cohort: pd.DataFrame, n_manifest: int) -> str:
         )
     elif inputs["source"] == "indi":
         source = sources.data_text(config)
+    elif inputs["source"] == "bids":
+        source = (
+            f"The data were the raw BIDS dataset {inputs['dataset']} ({inputs['bids_dir']}; task-{inputs['task']}), "
+            f"preprocessed here with fMRIPrep into space-{inputs['space']}{_res_text(config)}, with age, sex and site "
+            f"from {inputs['participants'] or inputs['bids_dir'] + '/participants.tsv'}."
+        )
     else:
         source = (
             f"The data were fMRIPrep derivatives of the {inputs['dataset']} dataset ({inputs['derivatives']}; "

@@ -27,17 +27,17 @@ def preprocessing_text(config: dict, records: list[dict]) -> str | None:
         ``fmriprep_version`` is the version the job wrote into its derivatives, ``image`` the
         image it ran.
     """
-    if config["inputs"]["source"] != "indi":
-        return None
-    raw = [entry for entry in config["datasets"] if is_raw_bids(entry)]
-    if not raw:
-        return None
     prep, inputs = config["preprocess"], config["inputs"]
+    if inputs["source"] == "bids":
+        names = f"{inputs['dataset']} ({inputs['bids_dir']})"
+    elif inputs["source"] == "indi" and any(is_raw_bids(entry) for entry in config["datasets"]):
+        names = "; ".join(sources.dataset_name(entry) for entry in config["datasets"] if is_raw_bids(entry))
+    else:
+        return None
     ran = Counter(r.get("fmriprep_version") or "an unrecorded version" for r in records)
     versions = ", ".join(f"{v} for {n} subject{'s' if n != 1 else ''}" for v, n in sorted(ran.items()))
     images = sorted({r.get("image") for r in records if r.get("image")}) or [prep["image"] or "as configured"]
     engine = _ENGINE[prep["engine"]].format(image=", ".join(images))
-    names = "; ".join(sources.dataset_name(entry) for entry in raw)
     surfaces = ("with FreeSurfer surface reconstruction" if prep["fs_reconall"]
                 else "without FreeSurfer surface reconstruction (--fs-no-reconall)")
     extra = f"; further arguments: {' '.join(prep['extra_args'])}" if prep["extra_args"] else ""
