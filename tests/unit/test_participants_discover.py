@@ -8,7 +8,7 @@ from fmriprep_layouts import SPACE, write_run
 
 from brainage.participants import build_manifest, subject_files
 from brainage.participants.__main__ import main
-from brainage.participants.discover import Selection, find_runs, parse_entities
+from brainage.participants.discover import Selection, find_raw_runs, find_runs, parse_entities
 
 REST = Selection(task="rest", space=SPACE)
 
@@ -142,3 +142,23 @@ def test_the_age_at_the_chosen_session_comes_from_sessions_tsv(tmp_path):
     build_manifest(participants, "study", deriv, REST, out, excl)
     reason = pd.read_csv(excl, sep="\t").set_index("participant_id").loc["sub-01", "reason"]
     assert reason == f"age 'old' is not a number in {tmp_path / 'sub-01' / 'sub-01_sessions.tsv'} row 1"
+
+
+def test_raw_runs_need_a_bold_of_the_task_and_a_t1w(tmp_path):
+    bids = tmp_path / "bids"
+
+    def touch(rel):
+        (bids / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bids / rel).write_text(rel)
+
+    for run in (2, 1):
+        touch(f"sub-01/ses-1/func/sub-01_ses-1_task-rest_run-{run}_bold.nii.gz")
+    touch("sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")
+    touch("sub-02/func/sub-02_task-rest_bold.nii.gz")  # no anat
+    touch(f"sub-03/func/sub-03_task-rest_space-{SPACE}_desc-preproc_bold.nii.gz")  # a derivative, not raw
+    touch("sub-03/anat/sub-03_T1w.nii.gz")
+    runs, problems = find_raw_runs(bids, ["01", "02", "03"], REST)
+    assert [(r.funcdir, r.label) for r in runs["01"]] == [("ses-1/func", "ses-1_task-rest_run-1")]
+    assert problems["02"] == f"no T1w image in {bids / 'sub-02'} (anat/ or ses-*/anat/): fMRIPrep needs one"
+    assert problems["03"] == (f"no raw BOLD: nothing named sub-03[_ses-*]_task-rest[_acq-*][_run-*]_bold.nii.gz in "
+                              f"{bids / 'sub-03'} (func/ or ses-*/func/)")

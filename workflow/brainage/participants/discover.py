@@ -65,13 +65,12 @@ def parse_entities(path: str | os.PathLike) -> dict:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One preprocessed run: its BOLD and the files named after it.
+class _Bold:
+    """A BOLD file and its parsed BIDS entities.
 
     Attributes
     ----------
     bold : Path
-        ``*_desc-preproc_bold.nii.gz``.
     entities : tuple of (str, object)
         The BOLD's BIDS entities (pybids names: session, acquisition, run, space, res, ...).
     """
@@ -82,6 +81,10 @@ class Run:
     @property
     def entity(self) -> dict:
         return dict(self.entities)
+
+
+class Run(_Bold):
+    """One preprocessed run (``*_desc-preproc_bold.nii.gz``): its BOLD and the files named after it."""
 
     @property
     def stem(self) -> str:
@@ -252,35 +255,41 @@ def find_runs(derivatives: str | os.PathLike, labels: Sequence[str], selection: 
     problems : dict
         ``{label: reason}`` for the others; the reason names the folder and the pattern looked for.
     """
+    def problem(label: str, runs: list[Run]) -> str | None:
+        if not runs:
+            return _none_found("preprocessed BOLD", selection.describe().replace("<label>", label),
+                               Path(derivatives, f"sub-{label}"), selection)
+        return None
+
+    return _choose_each(labels, lambda label: candidate_runs(derivatives, label, selection), problem, selection)
+
+
+def _none_found(what: str, pattern: str, folder: Path, selection: Selection) -> str:
+    """The reason for a subject without a BOLD: the pattern, the folder and the filter looked for."""
+    wanted = f" that passes inputs.bids_filter {dict(selection.bids_filter)}" if selection.bids_filter else ""
+    return f"no {what}: nothing named {pattern} in {folder} (func/ or ses-*/func/){wanted}"
+
+
+def _choose_each(labels: Sequence[str], candidates, problem, selection: Selection) -> tuple[dict, dict]:
+    """Per subject: its candidate runs, a subject-level ``problem`` (or None), then :func:`choose_runs`."""
     chosen, problems = {}, {}
     for label in labels:
-        runs = candidate_runs(derivatives, label, selection)
-        if not runs:
-            problems[label] = (f"no preprocessed BOLD: nothing named {selection.describe().replace('<label>', label)} "
-                               f"in {Path(derivatives, f'sub-{label}')} (func/ or ses-*/func/)"
-                               + (f" that passes inputs.bids_filter {dict(selection.bids_filter)}" if selection.bids_filter else ""))
-            continue
-        picked, reason = choose_runs(runs, selection)
-        if reason is not None:
-            problems[label] = reason
-        else:
+        runs = candidates(label)
+        reason = problem(label, runs)
+        if reason is None:
+            picked, reason = choose_runs(runs, selection)
+        if reason is None:
             chosen[label] = picked
+        else:
+            problems[label] = reason
     return chosen, problems
 
 
 # --- raw BIDS (inputs.source: bids): the runs fMRIPrep will preprocess here ----------------------
 
 
-@dataclass(frozen=True)
-class RawRun:
+class RawRun(_Bold):
     """One raw BOLD run of a local BIDS dataset (``sub-<label>/[ses-<s>/]func/…_bold.nii.gz``)."""
-
-    bold: Path
-    entities: tuple = field(compare=False)
-
-    @property
-    def entity(self) -> dict:
-        return dict(self.entities)
 
     @property
     def label(self) -> str:
@@ -294,6 +303,20 @@ class RawRun:
         return f"ses-{session}/func" if session else "func"
 
 
+def candidate_raw_runs(bids_dir: str | os.PathLike, label: str, selection: Selection) -> list[RawRun]:
+    """The subject's raw BOLDs of the task that pass the filter (per-echo files skipped unless filtered)."""
+    runs = []
+    for path in _files(Path(bids_dir, f"sub-{label}"), "func", "_bold.nii.gz"):
+        entities = parse_entities(path)
+        if entities.get("subject") != label or entities.get("task") != selection.task or "space" in entities:
+            continue
+        if "echo" in entities and "echo" not in selection.bids_filter:
+            continue
+        if all(_matches(entities.get(key), wanted) for key, wanted in selection.bids_filter.items()):
+            runs.append(RawRun(path, tuple(sorted(entities.items()))))
+    return runs
+
+
 def find_raw_runs(bids_dir: str | os.PathLike, labels: Sequence[str],
                   selection: Selection) -> tuple[dict[str, list[RawRun]], dict[str, str]]:
     """Each listed subject's raw runs to preprocess, by the same rules as :func:`find_runs`, and
@@ -302,32 +325,16 @@ def find_raw_runs(bids_dir: str | os.PathLike, labels: Sequence[str],
     Space and res entities do not apply to raw data; per-echo files (multi-echo) are skipped
     unless ``bids_filter`` names ``echo``.
     """
-    chosen, problems = {}, {}
-    for label in labels:
+    def problem(label: str, runs: list[RawRun]) -> str | None:
         subject_dir = Path(bids_dir, f"sub-{label}")
-        runs = []
-        for path in _files(subject_dir, "func", "_bold.nii.gz"):
-            entities = parse_entities(path)
-            if entities.get("subject") != label or entities.get("task") != selection.task or "space" in entities:
-                continue
-            if "echo" in entities and "echo" not in selection.bids_filter:
-                continue
-            if all(_matches(entities.get(key), wanted) for key, wanted in selection.bids_filter.items()):
-                runs.append(RawRun(path, tuple(sorted(entities.items()))))
         if not runs:
-            problems[label] = (f"no raw BOLD: nothing named sub-{label}[_ses-*]_task-{selection.task}[_acq-*][_run-*]"
-                               f"_bold.nii.gz in {subject_dir} (func/ or ses-*/func/)"
-                               + (f" that passes inputs.bids_filter {dict(selection.bids_filter)}" if selection.bids_filter else ""))
-            continue
+            pattern = f"sub-{label}[_ses-*]_task-{selection.task}[_acq-*][_run-*]_bold.nii.gz"
+            return _none_found("raw BOLD", pattern, subject_dir, selection)
         if not any(True for _ in _files(subject_dir, "anat", "_T1w.nii.gz")):
-            problems[label] = f"no T1w image in {subject_dir} (anat/ or ses-*/anat/): fMRIPrep needs one"
-            continue
-        picked, reason = choose_runs(runs, selection)
-        if reason is not None:
-            problems[label] = reason
-        else:
-            chosen[label] = picked
-    return chosen, problems
+            return f"no T1w image in {subject_dir} (anat/ or ses-*/anat/): fMRIPrep needs one"
+        return None
+
+    return _choose_each(labels, lambda label: candidate_raw_runs(bids_dir, label, selection), problem, selection)
 
 
 def anat_files(bids_dir: str | os.PathLike, label: str) -> list[Path]:
