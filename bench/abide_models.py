@@ -54,6 +54,9 @@ DATA = Path("/work/shared/data/abide1_pcp_cpac_filtglobal_cc200")
 PROJECTED_VARIANTS = {
     "cnn_conn_start": {"model": "cnn_conn", "channels": [], "epochs": 0},
     "cnn_conn_nocnn": {"model": "cnn_conn", "channels": []},
+    # The best deep model on volumes with the ridge, weighted on the training subjects (the issue's
+    # "average of the best deep model with the ridge").
+    "cnn_conn_ridge_stack": {"model": "stack", "models": ["connectome_ridge", "cnn_conn_nocnn"]},
 }
 # roi_conn's learning rate chosen by inner cross-validation among 0 (its untrained start,
 # logcorr_ridge), the config's 1e-3 and 3e-3: a selecting stack (method: select) keeps, per inner
