@@ -147,6 +147,8 @@ def make_subject(
     dvars_spikes: dict | None = None,
     edit_confounds=None,
     sidecar: dict | None = None,
+    session: str | None = None,
+    run: str | None = None,
 ) -> Subject:
     """Write one synthetic subject in fMRIPrep layout under ``root``.
 
@@ -155,11 +157,13 @@ def make_subject(
     ``roi_001``. The mask leaves a one-voxel border. The atlas (same grid) has 8 octant labels;
     the label table also lists ``roi_009`` (label 9), which has no voxel. ``fd_spikes`` /
     ``dvars_spikes`` map frame -> value written into framewise_displacement / std_dvars.
+    ``session`` / ``run`` add ``ses-`` (and its folder) / ``run-`` to the names, as fMRIPrep names them.
     """
     rng = np.random.default_rng(seed)
-    func = root / "sub-01" / "func"
+    func = root / "sub-01" / (f"ses-{session}" if session else "") / "func"
     func.mkdir(parents=True, exist_ok=True)
-    stem = f"sub-01_task-rest_space-MNI152NLin2009cAsym_res-{voxel_size:g}"
+    run_stem = "sub-01" + (f"_ses-{session}" if session else "") + "_task-rest" + (f"_run-{run}" if run else "")
+    stem = f"{run_stem}_space-MNI152NLin2009cAsym_res-{voxel_size:g}"
     affine = np.diag([voxel_size] * 3 + [1.0])
     affine[:3, 3] = origin
 
@@ -170,7 +174,7 @@ def make_subject(
         conf.loc[frame, "std_dvars"] = value
     if edit_confounds is not None:
         conf = edit_confounds(conf)
-    confounds = func / "sub-01_task-rest_desc-confounds_timeseries.tsv"
+    confounds = func / f"{run_stem}_desc-confounds_timeseries.tsv"
     conf.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
     meta = {name: {"Method": "tCompCor" if name.startswith("t_") else "aCompCor", "Retained": True,
                    "Mask": {"a": "combined", "c": "CSF", "w": "WM", "t": "combined"}[name[0]]}
