@@ -35,10 +35,12 @@ include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/export.smk"
 
 
 rule all:
-    """The report, and every results file it is built from (a missing one is rebuilt)."""
+    """The report, every results file it is built from (a missing one is rebuilt), and the BIDS-Derivatives export."""
     input:
         "results/report.html",
+        rules.export_derivatives.output,
         final_outputs,

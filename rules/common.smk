@@ -314,6 +314,22 @@ def subject_outputs(kind):
     return _outputs
 
 
+def every_series(wildcards):
+    """Input function: every subject's ROI series of every atlas (extracted: one file per atlas;
+    ABIDE PCP ROI series: their one converted file)."""
+    paths = subject_outputs("series")(wildcards)
+    if INDI:
+        extracted = [
+            label
+            for name, label in indi_subjects()
+            if not brainage.download.indi.is_pcp_series(DATASETS[name])
+        ]
+    else:
+        extracted = SUBJECTS
+    more = rules.extract_subject.output.more_series
+    return paths + [path.format(subject=s) for s in extracted for path in more]
+
+
 def model_inputs(wildcards):
     """The files a model reads, as its class declares: per-subject series or volumes, or (the
     stack) its base models' predictions of the same fold, so a changed base model reruns it.

@@ -10,6 +10,8 @@ from snakemake_helpers import make_workdir, planned_jobs, snakemake
 pytestmark = pytest.mark.e2e
 
 CONFIG = {"demo": {"n_subjects": 4}, "dataset": {"n_folds": 2}, "train": {"models": ["dummy"]}}
+# Outputs that are folders: the atlases, the BIDS-Derivatives export.
+FOLDERS = ("resources/atlases/", "results/derivatives/brainage")
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +20,9 @@ def finished(tmp_path_factory):
     workdir = make_workdir(tmp_path_factory.mktemp("reruns"), CONFIG)
     summary = snakemake(workdir, "--summary", "--cores", "1").stdout
     for line in summary.splitlines()[1:]:
-        path = workdir / line.split("\t")[0]
-        if path.parent.name == "atlases":  # the atlas output is a folder
+        name = line.split("\t")[0]
+        path = workdir / name
+        if name.startswith(FOLDERS):
             path.mkdir(parents=True, exist_ok=True)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,13 +48,20 @@ def _plan_after_edit(workdir, module):
 def test_change_reached_through_another_package_reruns_extraction(finished):
     # brainage.extract imports brainage.preprocess.qc (motion QC): its QC records would be stale.
     jobs, text = _plan_after_edit(finished, "preprocess/qc.py")
-    assert jobs == {"extract_subject": 4, "dataset_build": 1, "train_model": 2, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"extract_subject": 4, "dataset_build": 1, "train_model": 2, "evaluate": 1, "report": 1,
+                    "export_derivatives": 1, "all": 1}
     assert "Params have changed" in text, text[-3000:]
 
 
 def test_change_to_the_shared_torch_loop_reruns_training(finished):
     jobs, _ = _plan_after_edit(finished, "torchloop/loop.py")
     assert jobs == {"train_model": 2, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_change_to_the_bids_writers_reruns_only_the_export(finished):
+    # brainage.storage.bids is not imported by brainage.storage itself: no other stage's hash has it.
+    jobs, _ = _plan_after_edit(finished, "storage/bids.py")
+    assert jobs == {"export_derivatives": 1, "all": 1}
 
 
 def test_jobs_import_brainage_from_the_workflow_copy(finished):

@@ -44,6 +44,7 @@ def test_default_dag_has_every_stage(tmp_path):
         "train_model": n_folds * n_models,
         "evaluate": 1,
         "report": 1,
+        "export_derivatives": 1,
     }
 
 
