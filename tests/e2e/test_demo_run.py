@@ -32,6 +32,8 @@ EXPECTED_OUTPUTS = [
     "results/evaluate/metrics.tsv",
     "results/report.html",
     "results/report_figures/cnn_rnn.png",
+    "results/derivatives/brainage/dataset_description.json",
+    "results/derivatives/brainage/atlases/atlas-kmeans100/atlas-kmeans100_dseg.tsv",
 ]
 
 
@@ -48,6 +50,15 @@ def test_expected_outputs_exist(demo_run):
     assert not missing
     # No temporary file of an atomic write is left behind.
     assert not list(demo_run.glob("results/**/.tmp-*"))
+
+
+def test_derivatives_have_a_series_and_a_matrix_per_cohort_subject(demo_run):
+    splits = pd.read_csv(demo_run / "results/dataset/splits.tsv", sep="\t")
+    folder = demo_run / "results/derivatives/brainage"
+    for kind in ("stat-mean_timeseries.tsv", "stat-pearsoncorrelation_relmat.tsv"):
+        files = sorted(folder.glob(f"sub-*/func/sub-*_task-rest_space-*_seg-kmeans100_{kind}"))
+        assert [f.parts[-3] for f in files] == sorted(splits["participant_id"])
+    assert json.loads((folder / "dataset_description.json").read_text())["DatasetType"] == "derivative"
 
 
 def test_every_model_beats_dummy_and_learns_the_planted_effect(demo_run):
@@ -100,8 +111,9 @@ def test_model_parameter_change_reruns_only_that_model(demo_run):
         jobs = planned_jobs(snakemake(demo_run, "-n"))
     finally:
         (demo_run / "config" / "test.yaml").unlink()
-    # roi_gru's five folds, and the stack that reads their predictions: nothing else.
-    assert jobs == {"all": 1, "train_model": 10, "evaluate": 1, "report": 1}
+    # roi_gru's five folds, and the stack that reads their predictions; the export only records the
+    # config's hash (dataset_description.json).
+    assert jobs == {"all": 1, "train_model": 10, "evaluate": 1, "report": 1, "export_derivatives": 1}
 
 
 def test_extraction_parameter_change_reruns_extraction_and_after(demo_run):
@@ -112,6 +124,7 @@ def test_extraction_parameter_change_reruns_extraction_and_after(demo_run):
         (demo_run / "config" / "test.yaml").unlink()
     assert jobs == {
         "all": 1, "extract_subject": 60, "dataset_build": 1, "train_model": 25, "evaluate": 1, "report": 1,
+        "export_derivatives": 1,
     }
 
 

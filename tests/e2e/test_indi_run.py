@@ -1,5 +1,6 @@
 """INDI path end to end: a real S3-protocol server on loopback holding real ABIDE PCP data in the INDI layout."""
 
+import json
 import os
 import subprocess
 import sys
@@ -91,13 +92,23 @@ def test_abide_rois_through_a_faulty_link(tmp_path, shared_data, bucket_root, en
     assert "sub-" + MISSING.split("_")[-1] in report and "UCLA_2" in report
     assert "<title>brainage report: abide_pcp</title>" in report
 
+    # The ready-made series, exported for every cohort subject: named from the config (PCP file names
+    # carry no BIDS entities), the atlas from the derivative (rois_cc200), no atlas folder.
+    cohort = storage.read_table(work / "results/dataset/cohort.parquet")
+    exported = sorted((work / "results/derivatives/brainage").glob("sub-*/func/*_stat-mean_timeseries.tsv"))
+    assert [f.name for f in exported] == [
+        f"{pid}_task-rest_space-MNI152NLin2009cAsym_seg-cc200_stat-mean_timeseries.tsv"
+        for pid in sorted(cohort.participant_id)]
+    assert not (work / "results/derivatives/brainage/atlases").exists()
+
     assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {}
     # Nothing changed but how the bucket is reached (another endpoint, fewer workers): no download,
-    # conversion or training reruns; only the report, whose methods text names the endpoint.
+    # conversion or training reruns; only the report, whose methods text names the endpoint, and the
+    # export, whose dataset_description.json records the config's hash.
     config = _config(endpoint)
     config["indi"]["max_workers"] = 3
     (work / "config/test.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {"report": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {"report": 1, "export_derivatives": 1, "all": 1}
     # A filter is what is downloaded: the download reruns, and what follows it.
     config["datasets"][0]["sites"] = ["CMU", "OHSU"]
     (work / "config/test.yaml").write_text(yaml.safe_dump(config))
@@ -141,6 +152,13 @@ def test_abide_func_preproc_through_extraction(tmp_path, shared_data, bucket_roo
     assert storage.read_volumes(work / f"results/extract/{pid}/{pid}_volumes.parquet").data.shape[0] == 60
     predictions = pd.read_parquet(work / "results/evaluate/predictions.parquet")
     assert set(predictions.model) == {"dummy", "cnn_rnn"}
+    # Exported under names from the config (task-rest_space-<inputs.space>), with the atlas and the TR.
+    folder = work / "results/derivatives/brainage"
+    matrices = folder.glob("sub-*/func/sub-*_task-rest_space-*_seg-cc200_stat-pearsoncorrelation_relmat.tsv")
+    assert len(list(matrices)) == 16
+    sidecar = next(folder.glob("sub-*/func/*_stat-mean_timeseries.json"))
+    assert json.loads(sidecar.read_text())["RepetitionTime"] > 0
+    assert (folder / "atlases/atlas-cc200/atlas-cc200_dseg.tsv").is_file()
     # Derivatives bypass fMRIPrep: its rule is not in the DAG, even when extraction is forced.
     jobs = planned_jobs(snakemake(work, "-n", "--forcerun", "extract_subject", "--cores", "2"))
     assert jobs["extract_subject"] == 16 and "fmriprep_subject" not in jobs and "templateflow_prefetch" not in jobs

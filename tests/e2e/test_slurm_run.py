@@ -29,7 +29,7 @@ N_SUBJECTS = 10
 BAD_BOLD = "derivatives/sub-003/func/sub-003_task-rest_space-MNI152NLin2009cAsym_res-8_desc-preproc_bold.nii.gz"
 # What each run submits: one Slurm job per rule and wildcards, the extraction in one batch (group).
 RESUMED_JOBS = {"rule_participants_manifest": 1, "rule_dataset_build": 1, "rule_train_model": 4,
-                "rule_evaluate": 1, "rule_report": 1}
+                "rule_evaluate": 1, "rule_report": 1, "rule_export_derivatives": 1}
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
