@@ -72,3 +72,13 @@ def test_subjects_without_a_t1w_or_a_rest_run_are_recorded_and_the_others_finish
     assert set(predictions["participant_id"]) == {f"sub-{x}" for x in AGES} - {"sub-09", "sub-10"}
     report = (work / "results/report.html").read_text()
     assert "The data were the raw BIDS dataset mystudy" in report and "preprocessed with fMRIPrep" in report
+
+
+def test_exported_names_keep_the_session_and_run_and_name_the_source(local_run):
+    work, bids, _, _ = local_run
+    folder = work / "results/derivatives/brainage"
+    name = "sub-01_ses-1_task-rest_run-1_space-MNI152NLin2009cAsym_seg-kmeans20_stat-mean_timeseries.tsv"
+    assert (folder / "sub-01/ses-1/func" / name).is_file()
+    assert len(list(folder.glob("sub-*/ses-1/func/*_stat-pearsoncorrelation_relmat.tsv"))) == 8
+    description = json.loads((folder / "dataset_description.json").read_text())
+    assert description["SourceDatasets"] == [{"URL": bids.resolve().as_uri()}]

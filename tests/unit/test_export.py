@@ -160,9 +160,11 @@ def test_dataset_description_records_the_version_and_the_config_hash(study):
     assert dataset_description(changed)["GeneratedBy"][0]["ConfigHash"] != generated["ConfigHash"]
 
 
-def test_source_datasets_name_your_derivatives_or_the_indi_datasets(tmp_path):
+def test_source_datasets_name_your_derivatives_your_bids_dataset_or_the_indi_datasets(tmp_path):
     own = {**CONFIG, "inputs": {**CONFIG["inputs"], "source": "fmriprep", "derivatives": str(tmp_path)}}
     assert source_datasets(own) == [{"URL": tmp_path.resolve().as_uri()}]
+    raw = {**CONFIG, "inputs": {**CONFIG["inputs"], "source": "bids", "bids_dir": str(tmp_path / "raw")}}
+    assert source_datasets(raw) == [{"URL": (tmp_path / "raw").resolve().as_uri()}]
     entry = {"name": "abide_pcp", "pipeline": "cpac", "strategy": "filt_global", "derivative": "rois_cc200",
              "sites": [], "age_min": None, "age_max": None, "max_subjects": None, "qc_pass": False,
              "task": "rest", "sessions": []}

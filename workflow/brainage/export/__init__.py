@@ -67,8 +67,8 @@ def export_derivatives(
         ``results/dataset/cohort.parquet``: the subjects to export (the analysed ones).
     config : dict
         The resolved workflow config: ``inputs.task`` and ``inputs.space`` name series without a
-        BIDS BOLD name, ``inputs.source`` (with ``inputs.derivatives``, ``indi.bucket``, ``datasets``)
-        gives ``SourceDatasets``, and its hash is recorded as ``GeneratedBy[0].ConfigHash``.
+        BIDS BOLD name, ``inputs.source`` (with ``inputs.derivatives`` or ``inputs.bids_dir``,
+        ``indi.bucket``, ``datasets``) gives ``SourceDatasets``, and its hash is recorded as ``GeneratedBy[0].ConfigHash``.
     out_dir : path-like
         The derivatives folder, e.g. ``results/derivatives/brainage`` (every file written atomically).
 
@@ -238,13 +238,15 @@ def dataset_description(config: dict) -> dict:
 
 
 def source_datasets(config: dict) -> list[dict]:
-    """``SourceDatasets`` where the config names them: your fMRIPrep derivatives, or the INDI datasets; else none.
+    """``SourceDatasets`` where the config names them: your fMRIPrep derivatives or raw BIDS dataset (a
+    ``file:`` URL), or the INDI datasets (``s3:``); else none.
 
     The demo's synthetic inputs are made by the workflow itself: none are listed.
     """
     source = _setting(config, "inputs", "source")
-    if source == "fmriprep":
-        return [{"URL": Path(_setting(config, "inputs", "derivatives")).resolve().as_uri()}]
+    local = {"fmriprep": "derivatives", "bids": "bids_dir"}
+    if source in local:
+        return [{"URL": Path(_setting(config, "inputs", local[source])).resolve().as_uri()}]
     if source == "indi":
         from brainage.download.indi import dataset_prefix
 
