@@ -10,8 +10,8 @@ from snakemake_helpers import make_workdir, planned_jobs, snakemake
 pytestmark = pytest.mark.e2e
 
 CONFIG = {"demo": {"n_subjects": 4}, "dataset": {"n_folds": 2}, "train": {"models": ["dummy"]}}
-# Outputs that are folders: the atlases, the BIDS-Derivatives export.
-FOLDERS = ("resources/atlases/", "results/derivatives/brainage")
+# Outputs that are folders: the atlases, the report's figures, the BIDS-Derivatives export.
+FOLDERS = ("resources/atlases/", "results/report_figures", "results/derivatives/brainage")
 
 
 @pytest.fixture(scope="module")
