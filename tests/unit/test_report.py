@@ -772,3 +772,16 @@ def test_site_section_gives_each_sites_n_age_range_and_each_models_mae_and_r():
     assert table["connectome_ridge"].tolist() == [f"2.00 ({r_a:.2f})", f"{7 / 3:.2f} ({r_b:.2f})"]
     assert table["dummy"].tolist() == ["15.00 (n/a)", "15.00 (n/a)"]
     assert site_section(predictions, cohort.assign(site="A"), ["dummy"]) == ""
+
+
+def test_connectivity_readers_are_described_with_their_values_and_how_they_were_chosen(methods_text):
+    config = resolved_config()
+    config["train"]["models"] = ["dummy", "roi_conn", "cnn_conn"]
+    config["models"]["roi_conn"]["shrinkage"] = 0.5
+    text = methods_text(config)
+    assert "shrunk to (1 - s) R + s I with s = 0.5 and mapped to the tangent space by the matrix logarithm" in text
+    assert "shrunk to (1 - s) R + s I with s = 0.75" in text  # cnn_conn keeps its default
+    assert "trained with AdamW (learning rate 0.001" in text
+    assert ("fixed by the configuration, not fitted to these data (brainage's defaults were chosen by inner "
+            "cross-validation of ABIDE I training folds") in text
+    assert text.count("training is kept only where it beats the ridge start on those subjects") == 2

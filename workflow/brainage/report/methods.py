@@ -445,7 +445,10 @@ def _reader_text(p: dict, start: str) -> str:
             f"probability {_num(p.get('frame_dropout'))}) on the leave-one-out error of a ridge fitted within each "
             f"batch, the head refitted before every validation, for at most {p.get('epochs')} epochs with early "
             f"stopping (patience {p.get('patience')}) on 20 % of each fit's training subjects, the start included "
-            f"(epoch 0: training is kept only where it beats the ridge start on those subjects)")
+            f"(epoch 0: training is kept only where it beats the ridge start on those subjects). The shrinkage, "
+            f"the learning rate and the other values above are fixed by the configuration, not fitted to these "
+            f"data (brainage's defaults were chosen by inner cross-validation of ABIDE I training folds; a "
+            f"selecting stack over variants chooses them by inner cross-validation here)")
 
 
 def _param_list(params: dict) -> str:
