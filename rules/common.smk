@@ -209,6 +209,27 @@ def config_json(*sections):
     return json.dumps({s: config[s] for s in sections}, sort_keys=True)
 
 
+# The config sections that shape the exported derivatives (their hash goes into its
+# dataset_description.json): a model, training or transport setting changes no exported file.
+EXPORT_SECTIONS = (
+    "seed",
+    "inputs",
+    "demo",
+    "datasets",
+    "preprocess",
+    "atlases",
+    "extract",
+    "qc",
+    "dataset",
+)
+
+
+def export_config():
+    """The sections of EXPORT_SECTIONS, and the INDI bucket (the source datasets' address)."""
+    sections = {s: config[s] for s in EXPORT_SECTIONS}
+    return json.dumps(sections | {"indi": {"bucket": config["indi"]["bucket"]}}, sort_keys=True)
+
+
 def code_hash(*entries):
     """Hash of every package file the entry modules import, transitively: a code change reruns.
 

@@ -16,8 +16,8 @@ rule export_derivatives:
     conda:
         "../envs/brainage.yaml"
     params:
-        # The whole config: its hash is recorded in dataset_description.json.
-        cfg=json.dumps(config, sort_keys=True),
+        # The sections that shape the exported data: their hash is recorded in dataset_description.json.
+        cfg=export_config(),
         code=code_hash("brainage.export.__main__"),
     shell:
         "python -m brainage.export derivatives --series {input.series:q} --atlases {input.atlases:q}"

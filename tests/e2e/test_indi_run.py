@@ -103,12 +103,11 @@ def test_abide_rois_through_a_faulty_link(tmp_path, shared_data, bucket_root, en
 
     assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {}
     # Nothing changed but how the bucket is reached (another endpoint, fewer workers): no download,
-    # conversion or training reruns; only the report, whose methods text names the endpoint, and the
-    # export, whose dataset_description.json records the config's hash.
+    # conversion, training or export reruns; only the report, whose methods text names the endpoint.
     config = _config(endpoint)
     config["indi"]["max_workers"] = 3
     (work / "config/test.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {"report": 1, "export_derivatives": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", "--cores", "2")) == {"report": 1, "all": 1}
     # A filter is what is downloaded: the download reruns, and what follows it.
     config["datasets"][0]["sites"] = ["CMU", "OHSU"]
     (work / "config/test.yaml").write_text(yaml.safe_dump(config))

@@ -228,7 +228,9 @@ def dataset_description(config: dict) -> dict:
         "DatasetType": "derivative",
         "GeneratedBy": [{
             "Name": "brainage", "Version": source_version(), "ConfigHash": config_hash(config),
-            "Description": "ConfigHash: SHA-256 of the resolved workflow config as JSON with sorted keys",
+            "Description": ("ConfigHash: SHA-256, as JSON with sorted keys, of the resolved workflow config's "
+                            "sections that shape these data (seed, inputs, demo, datasets, preprocess, atlases, "
+                            "extract, qc, dataset; indi.bucket)"),
         }],
     }
     sources = source_datasets(config)
