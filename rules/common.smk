@@ -227,7 +227,9 @@ EXPORT_SECTIONS = (
 def export_config():
     """The sections of EXPORT_SECTIONS, and the INDI bucket (the source datasets' address)."""
     sections = {s: config[s] for s in EXPORT_SECTIONS}
-    return json.dumps(sections | {"indi": {"bucket": config["indi"]["bucket"]}}, sort_keys=True)
+    return json.dumps(
+        sections | {"indi": {"bucket": config["indi"]["bucket"]}}, sort_keys=True
+    )
 
 
 def code_hash(*entries):
