@@ -126,11 +126,7 @@ def subject_files(labels: Sequence[str], derivatives: str | os.PathLike,
     problems : dict
         ``{label: reason}`` of the others.
     """
-    runs, problems = find_runs(derivatives, labels, selection)
-    files = {label: [r.bold for r in chosen] + [f for r in chosen for k, f in r.files.items() if k != "bold"]
-             for label, chosen in runs.items()}
-    problems.update(input_problems(files))
-    return {label: chosen for label, chosen in runs.items() if label not in problems}, problems
+    return _usable(*find_runs(derivatives, labels, selection))
 
 
 def raw_subject_files(labels: Sequence[str], bids_dir: str | os.PathLike,
@@ -141,8 +137,15 @@ def raw_subject_files(labels: Sequence[str], bids_dir: str | os.PathLike,
     :func:`find_raw_runs` picks the run (a BOLD of the task and a T1w image), then the BOLD must
     be the subject's own (:func:`input_problems`; the derivatives are checked after fMRIPrep).
     """
-    runs, problems = find_raw_runs(bids_dir, labels, selection)
-    problems.update(input_problems({label: [r.bold for r in chosen] for label, chosen in runs.items()}))
+    return _usable(*find_raw_runs(bids_dir, labels, selection))
+
+
+def _usable(runs: dict[str, list], problems: dict[str, str]) -> tuple[dict[str, list], dict[str, str]]:
+    """The found runs whose files pass :func:`input_problems` (every BOLD first, then the
+    companions), and the problems of discovery and of those checks together."""
+    files = {label: [r.bold for r in chosen] + [f for r in chosen for f in r.companions]
+             for label, chosen in runs.items()}
+    problems = {**problems, **input_problems(files)}
     return {label: chosen for label, chosen in runs.items() if label not in problems}, problems
 
 

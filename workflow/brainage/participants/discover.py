@@ -82,6 +82,12 @@ class _Bold:
     def entity(self) -> dict:
         return dict(self.entities)
 
+    @property
+    def companions(self) -> list[Path]:
+        """The files besides the BOLD that must exist before the run is used (none for raw runs:
+        fMRIPrep makes them)."""
+        return []
+
 
 class Run(_Bold):
     """One preprocessed run (``*_desc-preproc_bold.nii.gz``): its BOLD and the files named after it."""
@@ -104,6 +110,10 @@ class Run(_Bold):
         """The run's confounds table: the BOLD's name without its space entities."""
         parts = [p for p in self.stem.split("_") if p.split("-", 1)[0] not in SPACE_ENTITIES]
         return self.bold.with_name("_".join(parts) + "_desc-confounds_timeseries.tsv")
+
+    @property
+    def companions(self) -> list[Path]:
+        return [self.bold_json, self.mask, self.confounds]
 
     @property
     def files(self) -> dict[str, Path]:
