@@ -4,6 +4,7 @@ import json
 import logging
 import re
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -334,3 +335,14 @@ def test_an_atlas_in_another_template_space_is_recorded_and_warned_about(tmp_pat
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "template" in r.getMessage()]
     assert warnings == [f"atlas nlin6 is defined in MNI152NLin6Asym, the BOLD {subject.bold.name} in MNI152NLin2009cAsym: "
                         "the atlas is placed on the BOLD grid by its affine, with no transform between the two templates"]
+
+
+def test_runs_whose_masks_share_no_voxel_exclude_the_subject_naming_the_masks(tmp_path):
+    one, two = _run_pair(tmp_path)
+    corner = np.zeros((8, 8, 8), dtype=np.uint8)
+    corner[0, 0, 0] = 1  # outside run 1's mask, which leaves a one-voxel border
+    nib.save(nib.Nifti1Image(corner, one.truth["affine"]), two.mask)
+    qc = extract_subject("sub-01", [one.bold, two.bold], [one.mask, two.mask], [one.atlas_dir], extract_params(),
+                         **outputs(tmp_path / "joined"), confounds=[one.confounds, two.confounds])
+    assert qc["status"] == "excluded"
+    assert qc["reason"] == f"{one.mask}, {two.mask}: the runs' brain masks have no voxel in common"
