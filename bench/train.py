@@ -1,15 +1,19 @@
-"""Speed of cnn_rnn training and inference: frames/s, FLOPs per frame, TFLOP/s, GPU busy, loader wait.
+"""Speed of the volume models' training and inference (cnn_rnn, and cnn_conn, the CNN-RNN that reads
+connectivity): frames/s, FLOPs per frame, TFLOP/s, GPU busy, loader wait.
 
 Usage (inside the installed environment, or with ``PYTHONPATH=workflow`` on a GPU machine):
 
-    python bench/train.py                      # CPU here: default model, 4 mm and 8 mm grids
-    python bench/train.py --device cuda        # the GPU benchmark, one command
+    python bench/train.py                      # CPU here: each model's default, 4 mm and 8 mm grids
+    python bench/train.py --device cuda        # the GPU benchmark, one command (every variant)
     python bench/train.py --device cuda --record   # also append the table to bench/results.md
 
 Data: synthetic subjects on the 4 mm (or 8 mm) grid that extraction makes from fMRIPrep's MNI152
 2 mm outputs (grid 50 x 59 x 48 at 4 mm with 29,794 in-brain voxels, bench/extract.py); an
 ellipsoid brain of the same voxel count, 200 frames per subject, a planted age amplitude; stored
 float16 in-mask, as ``load_inputs`` hands them to the model. Speed does not depend on the values.
+cnn_conn's parcellation starts from 200 regions of equal size (consecutive in-mask voxels; the
+operator is a dense voxels x regions matrix whatever the regions' shapes) and reads whole runs
+(``window`` = the 200 frames), as it does in training.
 
 Each variant trains through the real loop (``brainage.torchloop.loop.train_network``: sampler, loader
 workers, pinned memory, device augmentation, autocast), one warm-up epoch, then ``--epochs`` timed
@@ -41,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from demo_run import machine  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from brainage.models.cnn_conn import CnnConn, CnnConnConfig, CnnConnNet
 from brainage.models.cnn_rnn import CnnRnnNet, augment_volumes
 from brainage.torchloop.data import WindowDataset
 from brainage.torchloop.batches import resident
@@ -49,6 +54,8 @@ from brainage.torchloop.loop import LoopSettings, autocast, predict_network, tra
 REPO = Path(__file__).resolve().parents[1]
 # Grid and in-brain voxel count of extraction's volumes from a 2 mm MNI152 BOLD (bench/extract.py).
 GRIDS = {4: ((50, 59, 48), 29_794), 8: ((25, 30, 24), 29_794 // 8)}
+# cnn_conn's regions (the CC200 atlas's count).
+REGIONS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Variant:
     """One benchmarked configuration (the model's defaults unless named)."""
 
     name: str
+    model: str = "cnn_rnn"
     batch_size: int = 8
     window: int = 24
     channels: tuple[int, ...] = (8, 16)
@@ -152,8 +160,20 @@ class Utilisation:
         return float(np.mean(self.samples)) if self.samples else float("nan")
 
 
-def network(variant: Variant, mask: np.ndarray, device: torch.device) -> CnnRnnNet:
-    """The default cnn_rnn network (hidden 32, GRU) with the variant's channels and stem layout."""
+def equal_regions(mask: np.ndarray, n_regions: int = REGIONS) -> np.ndarray:
+    """``(V, K)`` region means over consecutive in-mask voxels: a stand-in for an atlas on the grid."""
+    labels = np.arange(int(mask.sum())) * n_regions // int(mask.sum())
+    parcels = np.zeros((labels.size, n_regions), dtype=np.float32)
+    parcels[np.arange(labels.size), labels] = 1.0
+    return parcels / parcels.sum(axis=0)
+
+
+def network(variant: Variant, mask: np.ndarray, device: torch.device) -> torch.nn.Module:
+    """The variant's network: cnn_rnn (hidden 32, GRU) or cnn_conn (hidden 32, the config's reader)."""
+    if variant.model == "cnn_conn":
+        c = CnnConnConfig()
+        net = CnnConnNet(mask, equal_regions(mask), variant.channels, c.hidden, c.shrinkage, c.dropout)
+        return net.to(device)
     # Voxel size irrelevant to speed; x = 0 at the grid's centre (a symmetric ellipsoid), so the
     # flips of the augmentation run, as in training on MNI-space volumes.
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -162,22 +182,33 @@ def network(variant: Variant, mask: np.ndarray, device: torch.device) -> CnnRnnN
     return net.to(device).to(memory_format=torch.channels_last_3d)
 
 
+def augmentation(variant: Variant, net: torch.nn.Module):
+    """The model's own training augmentation: flips and intensity (cnn_rnn), frame dropout (cnn_conn)."""
+    if variant.model == "cnn_conn":
+        return CnnConn(CnnConnConfig(channels=variant.channels)).augment
+    flip = net.unmask.flip_index
+
+    def augment(x, gen):
+        return augment_volumes(x, gen, flip)
+
+    return augment
+
+
 def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ceilings) -> dict:
     """Train one variant (warm-up epoch + timed epochs), then time inference; return its figures."""
     torch.manual_seed(0)
     net = network(variant, mask, device)
-    data = WindowDataset(arrays, targets, variant.window)
+    # Frames per pass as the models set them (cnn_conn: whole runs, up to its window).
+    window = min(variant.window, max(len(a) for a in arrays))
+    variant = dataclasses.replace(variant, window=window)
+    data = WindowDataset(arrays, targets, window)
     workers = variant.workers if device.type == "cuda" else 0
 
     def settings(n):
         return LoopSettings(n, variant.batch_size, 1e-3, 1e-4, n, bf16=variant.bf16, compile=variant.compile,
                             workers=workers, placement=variant.placement)
 
-    flip = net.unmask.flip_index
-
-    def augment(x, gen):
-        return augment_volumes(x, gen, flip)
-
+    augment = augmentation(variant, net)
     rng, gen = np.random.default_rng(0), torch.Generator(device=device).manual_seed(0)
     train_network(net, data, settings(1), rng=rng, generator=gen, device=device, augment=augment)  # warm-up
     with Utilisation(device) as busy:
@@ -196,12 +227,12 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
     # (space-to-depth computes the same function with 64 instead of 27 taps per output).
     flops, moved = step_cost(network(dataclasses.replace(variant, space_to_depth=False), mask, device), sample,
                              variant.bf16)
-    frames = variant.batch_size * variant.window
+    frames = sample.shape[0] * sample.shape[1]
     peak, bandwidth = ceilings
     floor = 3 * max(flops / peak, moved / bandwidth) if device.type == "cuda" else float("nan")
     achieved = 3 * flops / frames * train_fps
     return {
-        "variant": variant.name, "batch": variant.batch_size, "window": variant.window,
+        "model": variant.model, "variant": variant.name, "batch": variant.batch_size, "window": variant.window,
         "channels": list(variant.channels), "bf16": variant.bf16 and device.type == "cuda",
         "compile": variant.compile, "workers": workers, "stem": "s2d" if variant.space_to_depth else "plain",
         "placement": "device" if resident(data, variant.placement, device) else "loader",
@@ -243,12 +274,23 @@ VARIANTS = {
     "graphs": Variant("graphs", compile="reduce-overhead"),
     "batch32_graphs": Variant("batch32_graphs", batch_size=32, compile="reduce-overhead"),
     "wide": Variant("wide", batch_size=32, channels=(32, 64, 128)),
+    # cnn_conn: whole 200-frame runs, 32 subjects per step (the in-batch ridge needs a few dozen).
+    "conn_nocnn": Variant("conn_nocnn", "cnn_conn", 32, 200, (), space_to_depth=False),
+    "conn_cnn4": Variant("conn_cnn4", "cnn_conn", 32, 200, (4,), space_to_depth=False),
+    "conn_cnn4_fp32": Variant("conn_cnn4_fp32", "cnn_conn", 32, 200, (4,), bf16=False, space_to_depth=False),
+    "conn_cnn4_loader": Variant("conn_cnn4_loader", "cnn_conn", 32, 200, (4,), placement="loader",
+                                space_to_depth=False),
+    "conn_cnn8_8": Variant("conn_cnn8_8", "cnn_conn", 32, 200, (8, 8), space_to_depth=False),
+    "conn_cnn4_compile": Variant("conn_cnn4_compile", "cnn_conn", 32, 200, (4,), compile=True,
+                                 space_to_depth=False),
 }
+# Without a GPU: each model's configured default (cnn_conn with its CNN, and without).
+CPU_VARIANTS = ["default", "conn_nocnn", "conn_cnn4"]
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the figures."""
-    cols = ["voxel_mm", "variant", "batch", "channels", "stem", "bf16", "compile", "placement", "workers", "train_fps", "infer_fps",
+    cols = ["voxel_mm", "model", "variant", "batch", "channels", "stem", "bf16", "compile", "placement", "workers", "train_fps", "infer_fps",
             "mflop_per_frame", "train_tflops", "allowed_tflops", "share_of_allowed", "gpu_busy_pct",
             "wait_ms_per_step", "wait_share"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -266,7 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs; default 5 on cuda, 1 on cpu")
     parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
-                        help="default: all on cuda, 'default' on cpu")
+                        help=f"default: all on cuda, {' '.join(CPU_VARIANTS)} on cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     parser.add_argument("--record", action="store_true", help="append the table to bench/results.md")
@@ -278,7 +320,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     n, epochs = args.subjects or (128 if cuda else 16), args.epochs or (5 if cuda else 1)
-    names = args.variants or (list(VARIANTS) if cuda else ["default"])
+    names = args.variants or (list(VARIANTS) if cuda else CPU_VARIANTS)
     torch.backends.cudnn.benchmark = cuda  # as brainage.train.fit does on a GPU
     ceilings = device_ceilings(device)
     rows = []
@@ -293,7 +335,7 @@ def main(argv=None) -> int:
             profile_epoch(VARIANTS[names[0]], arrays, targets, mask, device, args.profile.with_suffix(f".{voxel}mm.txt"))
     where = torch.cuda.get_device_name(device) if cuda else "CPU"
     header = (
-        f"## cnn_rnn training speed (bench/train.py), {datetime.date.today().isoformat()}, {where}\n\n"
+        f"## cnn_rnn and cnn_conn training speed (bench/train.py), {datetime.date.today().isoformat()}, {where}\n\n"
         f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads. "
         f"{n} synthetic subjects x {args.frames} frames, {epochs} timed epochs after one warm-up. "
         + (f"Measured ceilings: bf16 matrix {ceilings[0] / 1e12:.0f} TFLOP/s, copy {ceilings[1] / 1e12:.2f} TB/s."
