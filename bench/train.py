@@ -25,7 +25,9 @@ epochs. Reported per variant:
   max(FLOPs / peak, bytes / bandwidth) (bytes = its inputs read and outputs written once, x3 for
   training), with the peak bf16 matrix rate and the copy bandwidth measured on the device;
 - GPU busy: NVML utilisation sampled every 20 ms over the timed epochs (share of time a kernel ran);
-- loader wait: time the step spent waiting for its next batch, per step and as a share of the step.
+- loader wait: time the step spent waiting for its next batch, per step and as a share of the step;
+- peak memory: GPU, the most allocated during the variant's training and inference; CPU, the process's
+  peak resident memory so far (run one variant per process to read it as that variant's).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import resource
 import sys
 import threading
 import time
@@ -210,6 +213,8 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
 
     augment = augmentation(variant, net)
     rng, gen = np.random.default_rng(0), torch.Generator(device=device).manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     train_network(net, data, settings(1), rng=rng, generator=gen, device=device, augment=augment)  # warm-up
     with Utilisation(device) as busy:
         history = train_network(net, data, settings(epochs), rng=rng, generator=gen, device=device, augment=augment)
@@ -221,6 +226,10 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
     start = time.perf_counter()
     predict_network(net, arrays, variant.window, 4 * variant.batch_size, device, variant.bf16)
     infer_s = time.perf_counter() - start
+    if device.type == "cuda":
+        peak_gb = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     infer_fps = sum(a.shape[0] for a in arrays) / infer_s
     sample = torch.from_numpy(np.stack([a[: variant.window] for a in arrays[: variant.batch_size]])).to(device)
     # The model's FLOPs are those of the plain first convolution, whichever layout runs it
@@ -240,6 +249,7 @@ def run_variant(variant: Variant, arrays, targets, mask, device, epochs: int, ce
         "train_tflops": achieved / 1e12, "allowed_tflops": 3 * flops / floor / 1e12,
         "share_of_allowed": achieved / (3 * flops / floor) if floor == floor else float("nan"),
         "gpu_busy_pct": busy.mean(), "wait_ms_per_step": 1000 * wait / steps, "wait_share": wait / seconds,
+        "peak_gb": peak_gb,
         "epochs": epochs, "subjects": len(arrays),
     }
 
@@ -292,7 +302,7 @@ def table(rows: list[dict]) -> str:
     """Markdown table of the figures."""
     cols = ["voxel_mm", "model", "variant", "batch", "channels", "stem", "bf16", "compile", "placement", "workers", "train_fps", "infer_fps",
             "mflop_per_frame", "train_tflops", "allowed_tflops", "share_of_allowed", "gpu_busy_pct",
-            "wait_ms_per_step", "wait_share"]
+            "wait_ms_per_step", "wait_share", "peak_gb"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols]

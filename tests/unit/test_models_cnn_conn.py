@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from brainage.download.atlas import build_atlas, validate_spec
 from brainage.errors import ConfigError
 from brainage.models import get_model, list_models, model_class, reads_atlas
-from brainage.models.cnn_conn import ResidualCNN, atlas_parcels
+from brainage.models.cnn_conn import CnnConnNet, ResidualCNN, atlas_parcels
 from brainage.storage import Volumes
 from brainage.train.fit import train_model
 from train_fixtures import GRID, GRID_AFFINE, ages_for, blob_mask, planted_series, write_study
@@ -95,6 +95,39 @@ def test_the_residual_cnn_passes_frames_unchanged_at_the_start():
     torch.testing.assert_close(cnn(x), x)
     torch.nn.init.normal_(cnn.f[-1].weight)
     assert not torch.allclose(cnn(x), x)
+
+
+def test_the_cnn_in_chunks_with_recomputed_activations_is_the_same_function_and_gradient(atlas_dir):
+    # The CNN reads B x T frames in chunks of frames_per_chunk, recomputing each chunk's activations
+    # in the backward pass: outputs and every gradient must equal one pass over all frames at once.
+    X, ages = _volumes(4)
+    mask = X[0].mask
+    torch.manual_seed(0)
+    net = CnnConnNet(mask, atlas_parcels(atlas_dir, mask, X[0].affine), (3,), 4, 0.5, 0.0)
+    for p in net.parameters():  # away from the start (last convolution zero, no correction)
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    x = torch.from_numpy(np.stack([v.data[:50] for v in X]))  # (4 runs, 50 frames, V), float16
+    targets = torch.as_tensor((ages - ages.mean()) / ages.std(), dtype=torch.float32)
+
+    def run(frames_per_chunk):
+        net.zero_grad()
+        net.frames_per_chunk = frames_per_chunk
+        out = net(x, targets)
+        out.square().sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    whole, whole_grads = run(10_000)
+    chunked, chunked_grads = run(7)  # 200 frames: 28 chunks of 7 and one of 4
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert set(chunked_grads) == set(whole_grads) and any(n.startswith("cnn.") for n in whole_grads)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    with torch.no_grad():  # prediction: chunks without recomputation, same signals
+        net.frames_per_chunk = 7
+        u_chunked, _ = net.signals(x)
+        direct = net.parcellation(net.cnn(x.reshape(-1, x.shape[-1]).float())).reshape(4, 50, -1)
+        torch.testing.assert_close(u_chunked, direct, rtol=1e-5, atol=1e-6)
 
 
 def test_trained_cnn_conn_learns_the_planted_connectivity_and_survives_its_checkpoint(atlas_dir):

@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from brainage.errors import ConfigError
 from brainage.extract.regions import load_atlas_dir, region_operator
@@ -107,6 +108,13 @@ class Parcellation(nn.Module):
 class CnnConnNet(nn.Module):
     """ResidualCNN per frame -> Parcellation -> :class:`ConnectivityReader` over the whole run.
 
+    The CNN reads whole runs of a whole batch, ``B x T`` frames at the grid's full resolution:
+    at 4 mm, 32 runs of 200 frames hold 6,400 grids of 141,600 voxels per channel, several GB per
+    activation. So the frames pass the CNN and the parcellation ``frames_per_chunk`` at a time,
+    and in training each chunk's activations are recomputed in the backward pass instead of kept
+    (activation checkpointing): memory grows with the chunk, not with ``B x T``, for about a
+    third more CNN compute. The result is the same function, to float rounding.
+
     Parameters
     ----------
     mask : ndarray of bool, shape (X, Y, Z)
@@ -120,6 +128,8 @@ class CnnConnNet(nn.Module):
 
     # Training calls forward(x, targets): the reader's in-batch leave-one-out ridge.
     reads_targets = True
+    # Frames per pass of the CNN (at 4 mm and channels [4]: about 1.5 GB of float32 activations).
+    frames_per_chunk = 256
 
     def __init__(self, mask: np.ndarray, parcels: np.ndarray, channels: tuple[int, ...], hidden: int,
                  shrinkage: float, dropout: float):
@@ -131,11 +141,19 @@ class CnnConnNet(nn.Module):
     def signals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The regional signals ``(B, T, K)`` and the frame mask ``(B, T)`` of runs ``(B, T, V)``."""
         mask = frame_mask(x).float()  # before the CNN, whose bias makes zero frames non-zero
+        if self.cnn is None:
+            return self.parcellation(x), mask
         b, t, v = x.shape
-        frames = x.float()
-        if self.cnn is not None:
-            frames = self.cnn(frames.reshape(b * t, v)).reshape(b, t, v)
-        return self.parcellation(frames), mask
+        chunks = x.reshape(b * t, v).split(self.frames_per_chunk)
+        if torch.is_grad_enabled():
+            u = [checkpoint(self._regional, c, use_reentrant=False) for c in chunks]
+        else:
+            u = [self._regional(c) for c in chunks]
+        return torch.cat(u).reshape(b, t, -1), mask
+
+    def _regional(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, V)`` through the CNN and the parcellation: ``(N, K)``."""
+        return self.parcellation(self.cnn(frames.float()))
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Map runs ``(B, T, V)`` (zero frames: padding or dropped) to z-scored ages ``(B,)``."""
