@@ -87,10 +87,9 @@ def fmriprep_inputs(wildcards):
     The licence is checked, not an input: renewing it must not rerun every subject.
     """
     if LOCAL_BIDS:
-        run = RUNS[wildcards.subject][0]
-        sidecar = run.bold.with_name(run.bold.name.replace(".nii.gz", ".json"))
-        raw = [run.bold, *([sidecar] if sidecar.is_file() else [])]
-        raw += brainage.participants.discover.anat_files(DERIV, wildcards.subject)
+        raw = brainage.participants.discover.raw_run_inputs(
+            DERIV, RUNS[wildcards.subject][0]
+        )
         inputs = {"raw": sorted(map(str, raw))}
     else:
         _, rows = subject_files(wildcards.subject)

@@ -8,7 +8,7 @@ from fmriprep_layouts import SPACE, write_run
 
 from brainage.participants import build_manifest, subject_files
 from brainage.participants.__main__ import main
-from brainage.participants.discover import Selection, find_raw_runs, find_runs, parse_entities
+from brainage.participants.discover import Selection, find_raw_runs, find_runs, parse_entities, raw_run_inputs
 
 REST = Selection(task="rest", space=SPACE)
 
@@ -162,3 +162,18 @@ def test_raw_runs_need_a_bold_of_the_task_and_a_t1w(tmp_path):
     assert problems["02"] == f"no T1w image in {bids / 'sub-02'} (anat/ or ses-*/anat/): fMRIPrep needs one"
     assert problems["03"] == (f"no raw BOLD: nothing named sub-03[_ses-*]_task-rest[_acq-*][_run-*]_bold.nii.gz in "
                               f"{bids / 'sub-03'} (func/ or ses-*/func/)")
+
+
+def test_the_raw_inputs_of_a_run_are_its_bold_the_t1w_images_and_the_sidecars_they_have(tmp_path):
+    bids = tmp_path / "bids"
+    names = ["sub-01/ses-1/func/sub-01_ses-1_task-rest_run-1_bold.nii.gz",
+             "sub-01/ses-1/func/sub-01_ses-1_task-rest_run-1_bold.json",
+             "sub-01/ses-1/func/sub-01_ses-1_task-rest_run-2_bold.nii.gz",  # another run: not its input
+             "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+             "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
+             "sub-01/ses-2/anat/sub-01_ses-2_T1w.json"]
+    for rel in names:
+        (bids / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bids / rel).write_text(rel)
+    runs, _ = find_raw_runs(bids, ["01"], REST)
+    assert sorted(raw_run_inputs(bids, runs["01"][0])) == sorted(bids / names[i] for i in (0, 1, 3, 4, 5))

@@ -347,9 +347,10 @@ def find_raw_runs(bids_dir: str | os.PathLike, labels: Sequence[str],
     return _choose_each(labels, lambda label: candidate_raw_runs(bids_dir, label, selection), problem, selection)
 
 
-def anat_files(bids_dir: str | os.PathLike, label: str) -> list[Path]:
-    """The subject's T1w images and their sidecars (fMRIPrep's anatomical inputs)."""
-    subject_dir = Path(bids_dir, f"sub-{label}")
-    images = list(_files(subject_dir, "anat", "_T1w.nii.gz"))
-    return images + [p.with_name(p.name.replace(".nii.gz", ".json")) for p in images
-                     if p.with_name(p.name.replace(".nii.gz", ".json")).is_file()]
+def raw_run_inputs(bids_dir: str | os.PathLike, run: RawRun) -> list[Path]:
+    """The raw files fMRIPrep reads for one run: the BOLD, the subject's T1w images, and the JSON
+    sidecars of those that have one."""
+    subject_dir = Path(bids_dir, f"sub-{run.entity['subject']}")
+    images = [run.bold, *_files(subject_dir, "anat", "_T1w.nii.gz")]
+    sidecars = [image.with_name(image.name.replace(".nii.gz", ".json")) for image in images]
+    return images + [sidecar for sidecar in sidecars if sidecar.is_file()]
