@@ -272,6 +272,12 @@ def profile_epoch(variant: Variant, arrays, targets, mask, device, path: Path) -
     path.write_text(table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=30))
 
 
+def conn_variant(name: str, channels: tuple[int, ...], **changes) -> Variant:
+    """A cnn_conn variant: whole 200-frame runs, 32 subjects per step (the in-batch ridge needs a few
+    dozen), the residual CNN's ``channels`` (no space-to-depth stem: it convolves at full resolution)."""
+    return Variant(name, "cnn_conn", 32, 200, channels, space_to_depth=False, **changes)
+
+
 VARIANTS = {
     "default": Variant("default"),
     "plain_stem": Variant("plain_stem", space_to_depth=False),
@@ -284,15 +290,12 @@ VARIANTS = {
     "graphs": Variant("graphs", compile="reduce-overhead"),
     "batch32_graphs": Variant("batch32_graphs", batch_size=32, compile="reduce-overhead"),
     "wide": Variant("wide", batch_size=32, channels=(32, 64, 128)),
-    # cnn_conn: whole 200-frame runs, 32 subjects per step (the in-batch ridge needs a few dozen).
-    "conn_nocnn": Variant("conn_nocnn", "cnn_conn", 32, 200, (), space_to_depth=False),
-    "conn_cnn4": Variant("conn_cnn4", "cnn_conn", 32, 200, (4,), space_to_depth=False),
-    "conn_cnn4_fp32": Variant("conn_cnn4_fp32", "cnn_conn", 32, 200, (4,), bf16=False, space_to_depth=False),
-    "conn_cnn4_loader": Variant("conn_cnn4_loader", "cnn_conn", 32, 200, (4,), placement="loader",
-                                space_to_depth=False),
-    "conn_cnn8_8": Variant("conn_cnn8_8", "cnn_conn", 32, 200, (8, 8), space_to_depth=False),
-    "conn_cnn4_compile": Variant("conn_cnn4_compile", "cnn_conn", 32, 200, (4,), compile=True,
-                                 space_to_depth=False),
+    "conn_nocnn": conn_variant("conn_nocnn", ()),
+    "conn_cnn4": conn_variant("conn_cnn4", (4,)),
+    "conn_cnn4_fp32": conn_variant("conn_cnn4_fp32", (4,), bf16=False),
+    "conn_cnn4_loader": conn_variant("conn_cnn4_loader", (4,), placement="loader"),
+    "conn_cnn8_8": conn_variant("conn_cnn8_8", (8, 8)),
+    "conn_cnn4_compile": conn_variant("conn_cnn4_compile", (4,), compile=True),
 }
 # Without a GPU: each model's configured default (cnn_conn with its CNN, and without).
 CPU_VARIANTS = ["default", "conn_nocnn", "conn_cnn4"]
